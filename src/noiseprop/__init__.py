@@ -1,0 +1,68 @@
+"""noiseprop: how neuron noise propagates through deep analog neural networks.
+
+Predict it analytically (:func:`propagate`), simulate it exactly (:func:`simulate`) and compare the
+two (:func:`compare`), for the four kinds of neuron noise of :class:`Noise`. See ``SCIENCE.md`` of the
+project for the model.
+
+The public names are loaded lazily, so that ``import noiseprop`` (and ``noiseprop --help``) does not
+import torch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Noise": "noiseprop.noise",
+    "KINDS": "noiseprop.noise",
+    "Activation": "noiseprop.activations",
+    "Sigmoid": "noiseprop.activations",
+    "Linear": "noiseprop.activations",
+    "Tanh": "noiseprop.activations",
+    "ReLU": "noiseprop.activations",
+    "register_activation": "noiseprop.activations",
+    "parse_activation": "noiseprop.activations",
+    "Layer": "noiseprop.network",
+    "Network": "noiseprop.network",
+    "propagate": "noiseprop.analytic",
+    "simulate": "noiseprop.montecarlo",
+    "sample": "noiseprop.montecarlo",
+    "LayerStatistics": "noiseprop.results",
+    "NoiseStatistics": "noiseprop.results",
+    "Comparison": "noiseprop.results",
+    "compare": "noiseprop.results",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from noiseprop.activations import (
+        Activation,
+        Linear,
+        ReLU,
+        Sigmoid,
+        Tanh,
+        parse_activation,
+        register_activation,
+    )
+    from noiseprop.analytic import propagate
+    from noiseprop.montecarlo import sample, simulate
+    from noiseprop.network import Layer, Network
+    from noiseprop.noise import KINDS, Noise
+    from noiseprop.results import Comparison, LayerStatistics, NoiseStatistics, compare
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'noiseprop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,51 @@
+"""Turning user inputs (scalars, arrays, tensors) into a ``(batch, features)`` tensor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from noiseprop.network import Network
+
+__all__ = ["as_inputs", "as_dtype"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def as_dtype(dtype: Any) -> torch.dtype:
+    """``torch.float32`` / ``torch.float64`` from a dtype or its name."""
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    raise ValueError(f"dtype must be one of 'float32', 'float64' (or the torch dtypes); got {dtype!r}.")
+
+
+def as_inputs(inputs: Any, network: Network, *, dtype: torch.dtype, device: Any) -> Tensor:
+    """A ``(batch, network.input_size)`` tensor from ``inputs``.
+
+    ``inputs`` may be a ``(batch, input_size)`` or ``(input_size,)`` array or tensor, or a single
+    number, which is broadcast to every input feature (one input value fed to every neuron, as in the
+    symmetric networks of SCIENCE.md section 2).
+    """
+    try:
+        tensor = torch.as_tensor(inputs, dtype=torch.float64).detach()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"inputs must be a number or an array of shape (batch, {network.input_size}); "
+            f"got {type(inputs).__name__}."
+        ) from error
+    if tensor.ndim == 0:
+        tensor = tensor.expand(1, network.input_size)
+    elif tensor.ndim == 1:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 2 or tensor.shape[1] != network.input_size or tensor.shape[0] == 0:
+        raise ValueError(
+            f"inputs must have shape (batch, {network.input_size}) or ({network.input_size},) for "
+            f"this network, or be a single number; got shape {tuple(tensor.shape)}."
+        )
+    if not torch.isfinite(tensor).all():
+        raise ValueError("inputs must be finite; got NaN or infinite values.")
+    return tensor.to(device=device, dtype=dtype).contiguous()

@@ -1,0 +1,292 @@
+"""Analytic noise propagation: covariance recursion, mean-field rule, symmetric closed forms.
+
+All three methods run in float64 on the device asked for and return a
+:class:`~noiseprop.results.NoiseStatistics` whose ``mean`` is the noise-free output (to first order the
+noise does not move the mean; exactly so for linear activations).
+
+Injected noise (SCIENCE.md section 1), applied to the covariance ``C`` of a signal whose noise-free
+value is ``m``::
+
+    inject(C, m) = C (1 + D_MC) + diag(diag(C)) D_MU + diag(D_AU + m^2 D_MU) + D_AC 11^T
+                   + D_MC m m^T
+
+With injection after the activation it acts on the outputs ``s``, before it on the weighted inputs
+``x``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from noiseprop._inputs import as_inputs
+from noiseprop._validation import check_choice, check_positive_int
+from noiseprop.network import Network
+from noiseprop.noise import Noise, NoiseSpec, per_layer
+from noiseprop.results import LayerStatistics, NoiseStatistics
+
+__all__ = ["propagate"]
+
+METHODS = ("covariance", "meanfield", "symmetric")
+
+
+def propagate(
+    network: Network,
+    noise: NoiseSpec,
+    inputs: Any,
+    *,
+    method: Literal["covariance", "meanfield", "symmetric"] = "covariance",
+    covariance: bool = False,
+    device: str | torch.device = "cpu",
+    max_memory: int = 2**29,
+) -> NoiseStatistics:
+    """Predict the mean, variance (and covariance) of every layer's noisy outputs.
+
+    Args:
+        network: the network.
+        noise: a :class:`~noiseprop.noise.Noise` for every layer, one per layer, or
+            ``{layer: Noise}`` (see :mod:`noiseprop.noise`).
+        inputs: ``(batch, input_size)`` noise-free inputs, one input vector, or one number fed to
+            every input feature.
+        method: ``"covariance"``: the first-order covariance recursion of SCIENCE.md section 3, exact
+            for linear activations. ``"meanfield"``: the scalar rule of SCIENCE.md section 3, in which
+            each layer's noise is a per-neuron variance plus a covariance shared by every pair of
+            neurons, propagated with ``<W>`` and ``<W^2>``. ``"symmetric"``: the closed form of
+            SCIENCE.md section 2 for networks whose layers have one weight value and one bias value
+            (exact for linear activations, linearised around the noise-free signal otherwise).
+        covariance: also return every layer's ``(batch, N, N)`` covariance.
+        device: where to compute.
+        max_memory: bytes of working memory for the covariance method; inputs are processed in
+            chunks that fit (default 512 MiB).
+
+    Returns:
+        A :class:`~noiseprop.results.NoiseStatistics`.
+
+    Example:
+        Linear symmetric network, slope 1, additive noise: variance grows as
+        ``n (D_AC + D_AU/N)`` in the layer average, per neuron ``(n - 1)(D_AC + D_AU/N) + D_AC + D_AU``:
+
+        >>> from noiseprop import Network, Noise
+        >>> net = Network.symmetric(width=10, depth=3, activation="linear")
+        >>> stats = propagate(net, Noise(AU=1e-3, AC=1e-4), 1.0)
+        >>> [round(layer.layer_variance, 7) for layer in stats.layers]
+        [0.0011, 0.0013, 0.0015]
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a Network; got {type(network).__name__}.")
+    check_choice("method", method, METHODS)
+    check_positive_int("max_memory", max_memory)
+    noises = per_layer(noise, network.depth)
+    x = as_inputs(inputs, network, dtype=torch.float64, device=device)
+    if method == "symmetric":
+        layers = _symmetric(network, noises, x, covariance)
+    elif method == "meanfield":
+        layers = _meanfield(network, noises, x, covariance)
+    else:
+        layers = _covariance_chunked(network, noises, x, covariance, max_memory)
+    return NoiseStatistics(layers=tuple(layers), method=method, noise=noises)
+
+
+# ---------------------------------------------------------------------------------- injection
+def _inject(cov: Tensor, level: Tensor, noise: Noise) -> Tensor:
+    """``inject(C, m)`` of the module docstring, for a batch ``C: (b, N, N)``, ``m: (b, N)``."""
+    out = cov * (1 + noise.MC) if noise.MC else cov.clone()
+    diagonal = out.diagonal(dim1=-2, dim2=-1)
+    if noise.MU:
+        diagonal += noise.MU * (cov.diagonal(dim1=-2, dim2=-1) + level.square())
+    if noise.AU:
+        diagonal += noise.AU
+    if noise.AC:
+        out += noise.AC
+    if noise.MC:
+        out += noise.MC * level.unsqueeze(-1) * level.unsqueeze(-2)
+    return out
+
+
+def _inject_variance(variance: Tensor, level: Tensor, noise: Noise) -> Tensor:
+    """The diagonal of ``inject``: ``v (1 + D_MU + D_MC) + m^2 (D_MU + D_MC) + D_AU + D_AC``."""
+    multiplicative = noise.MU + noise.MC
+    return variance * (1 + multiplicative) + level.square() * multiplicative + noise.AU + noise.AC
+
+
+# --------------------------------------------------------------------------------- covariance
+def _covariance_chunked(
+    network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool, max_memory: int
+) -> list[LayerStatistics]:
+    widest = max(max(layer.in_features, layer.out_features) for layer in network.layers)
+    per_input = 8 * 5 * widest * widest  # C, W C, W C W^T, injected copy, slack
+    chunk = max(1, min(x.shape[0], max_memory // per_input))
+    parts = [
+        _covariance(network, noises, x[start : start + chunk], covariance)
+        for start in range(0, x.shape[0], chunk)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    merged = []
+    for index in range(network.depth):
+        pieces = [part[index] for part in parts]
+        merged.append(
+            LayerStatistics(
+                mean=torch.cat([piece.mean for piece in pieces]),
+                variance=torch.cat([piece.variance for piece in pieces]),
+                covariance=torch.cat([piece.covariance for piece in pieces]) if covariance else None,
+            )
+        )
+    return merged
+
+
+def _covariance(
+    network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool
+) -> list[LayerStatistics]:
+    """First-order covariance recursion (SCIENCE.md section 3)::
+
+        Cz  = W C^{n-1} W^T
+        Cf  = diag(g) Cz diag(g),   g = f'(x-bar)
+        C^n = inject(Cf, s-bar)                  (injection after the activation)
+        C^n = diag(g) inject(Cz, x-bar) diag(g)  (injection before it)
+
+    ``C^0 = 0``: the inputs are noise-free.
+    """
+    layers = []
+    previous: Tensor | None = None  # covariance of the previous layer's outputs, None when zero
+    for index, ((weighted, signal), layer, noise) in enumerate(
+        zip(network.forward(x), network.layers, noises)
+    ):
+        weight = layer.weight.to(x.device)
+        slope = layer.activation.derivative(weighted)
+        if covariance or index < network.depth - 1:
+            if previous is None:
+                cz = torch.zeros(*weighted.shape, weighted.shape[-1], dtype=x.dtype, device=x.device)
+            else:
+                cz = torch.matmul(torch.matmul(weight, previous), weight.T)
+            gg = slope.unsqueeze(-1) * slope.unsqueeze(-2)
+            if noise.injection == "after":
+                current = _inject(gg * cz, signal, noise)
+            else:
+                current = gg * _inject(cz, weighted, noise)
+            variance = current.diagonal(dim1=-2, dim2=-1).clone()
+            previous = None if not current.any() else current
+        else:  # output layer without covariance: only the diagonal of W C W^T is needed
+            if previous is None:
+                variance_z = torch.zeros_like(weighted)
+            else:
+                variance_z = (torch.matmul(weight, previous) * weight).sum(-1)
+            if noise.injection == "after":
+                variance = _inject_variance(slope.square() * variance_z, signal, noise)
+            else:
+                variance = slope.square() * _inject_variance(variance_z, weighted, noise)
+            current = None
+        layers.append(
+            LayerStatistics(mean=signal, variance=variance, covariance=current if covariance else None)
+        )
+    return layers
+
+
+# --------------------------------------------------------------------------------- mean field
+def _meanfield(
+    network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool
+) -> list[LayerStatistics]:
+    """Scalar rule (SCIENCE.md section 3), per input.
+
+    A layer's noise is described by ``u`` (the part independent between neurons) and ``c`` (the
+    covariance shared by every pair). Through ``W`` (``N_in`` inputs, mean weight ``<W>``, mean
+    square weight ``<W^2>``)::
+
+        var_z = N_in <W^2> u + N_in^2 <W>^2 c
+        cov_z = N_in <W>^2 u + N_in^2 <W>^2 c
+
+    so uncorrelated noise has gain ``<g^2> N <W^2>`` and correlated noise ``<g>^2 N^2 <W>^2``. Slopes
+    scale the variance by ``<g^2>`` and the covariance by ``<g>^2``, and the injected noise adds
+    ``var += v (D_MU + D_MC) + <m^2> (D_MU + D_MC) + D_AU + D_AC`` and
+    ``cov += c D_MC + <m>^2 D_MC + D_AC``, with ``<.>`` averages over the layer's neurons.
+    """
+    layers = []
+    batch = x.shape[0]
+    var = torch.zeros(batch, dtype=x.dtype, device=x.device)
+    cov = torch.zeros_like(var)
+    for (weighted, signal), layer, noise in zip(network.forward(x), network.layers, noises):
+        n_in = layer.in_features
+        mean_w = float(layer.weight.mean())
+        mean_w2 = float(layer.weight.square().mean())
+        uncorrelated = var - cov
+        var_z = n_in * mean_w2 * uncorrelated + n_in**2 * mean_w**2 * cov
+        cov_z = n_in * mean_w**2 * uncorrelated + n_in**2 * mean_w**2 * cov
+        slope = layer.activation.derivative(weighted)
+        slope_sq_mean, slope_mean_sq = slope.square().mean(-1), slope.mean(-1).square()
+        level = signal if noise.injection == "after" else weighted
+        if noise.injection == "after":
+            var_z, cov_z = slope_sq_mean * var_z, slope_mean_sq * cov_z
+        multiplicative = noise.MU + noise.MC
+        var = (
+            var_z * (1 + multiplicative) + level.square().mean(-1) * multiplicative + noise.AU + noise.AC
+        )
+        cov = cov_z * (1 + noise.MC) + level.mean(-1).square() * noise.MC + noise.AC
+        if noise.injection == "before":
+            var, cov = slope_sq_mean * var, slope_mean_sq * cov
+        layers.append(_scalar_layer(signal, var, cov, covariance))
+    return layers
+
+
+def _scalar_layer(signal: Tensor, var: Tensor, cov: Tensor, covariance: bool) -> LayerStatistics:
+    """Per-neuron statistics from one variance and one covariance per input."""
+    neurons = signal.shape[-1]
+    variance = var.unsqueeze(-1).expand(-1, neurons).clone()
+    matrix = None
+    if covariance:
+        matrix = cov[:, None, None].expand(-1, neurons, neurons).clone()
+        matrix.diagonal(dim1=-2, dim2=-1).copy_(variance)
+    return LayerStatistics(mean=signal, variance=variance, covariance=matrix)
+
+
+# ---------------------------------------------------------------------------------- symmetric
+def _symmetric(
+    network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool
+) -> list[LayerStatistics]:
+    """Closed form for symmetric networks (SCIENCE.md section 2).
+
+    Every neuron of a layer receives the same weighted input ``x = w N_in s_prev + b`` where
+    ``s_prev`` is the previous layer's average (mean ``mu``, variance ``v``), so
+    ``Var x = (w N_in)^2 v``. With ``f`` linearised at ``x-bar`` (exact for linear ``f``),
+    ``g = f'(x-bar)``, injection after the activation::
+
+        E_f        = f(x-bar)^2 + g^2 Var x
+        v_next     = g^2 Var x + E_f (D_MC + D_MU/N) + D_AC + D_AU/N
+        per neuron = g^2 Var x + E_f (D_MU + D_MC) + D_AU + D_AC
+
+    and before it, with ``E_x = x-bar^2 + Var x``::
+
+        v_next     = g^2 (Var x + E_x (D_MC + D_MU/N) + D_AC + D_AU/N)
+        per neuron = g^2 (Var x + E_x (D_MU + D_MC) + D_AU + D_AC)
+    """
+    constants = network.symmetric_weights()
+    if constants is None:
+        raise ValueError(
+            "method='symmetric' needs a symmetric network (one weight value and one bias value per "
+            "layer, as made by Network.symmetric); use method='covariance' for this network."
+        )
+    layers = []
+    level = x.sum(-1)  # sum of the previous layer's noise-free outputs
+    v = torch.zeros_like(level)  # variance of the previous layer's average, times N_in^2 below
+    for (weight, bias), layer, noise in zip(constants, network.layers, noises):
+        n_in, n = layer.in_features, layer.out_features
+        x_bar = weight * level + bias
+        var_x = (weight * n_in) ** 2 * v
+        f = layer.activation
+        value, slope = f(x_bar), f.derivative(x_bar)
+        g2 = slope.square()
+        if noise.injection == "after":
+            second = value.square() + g2 * var_x
+            v = g2 * var_x + second * (noise.MC + noise.MU / n) + noise.AC + noise.AU / n
+            per_neuron = g2 * var_x + second * (noise.MU + noise.MC) + noise.AU + noise.AC
+            pair = g2 * var_x + second * noise.MC + noise.AC
+        else:
+            second = x_bar.square() + var_x
+            v = g2 * (var_x + second * (noise.MC + noise.MU / n) + noise.AC + noise.AU / n)
+            per_neuron = g2 * (var_x + second * (noise.MU + noise.MC) + noise.AU + noise.AC)
+            pair = g2 * (var_x + second * noise.MC + noise.AC)
+        signal = value.unsqueeze(-1).expand(-1, n).clone()
+        layers.append(_scalar_layer(signal, per_neuron, pair, covariance))
+        level = n * value
+    return layers

@@ -1,0 +1,125 @@
+"""Monte Carlo engine: reproducibility, streaming statistics, dtypes, progress and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_within
+
+from noiseprop import Network, Noise, simulate
+from noiseprop.montecarlo import default_chunk
+
+NET = Network.random([4, 8, 6], ["tanh", "sigmoid"], seed=1)
+NOISE = Noise(AU=1e-3, AC=1e-3, MU=1e-3, MC=1e-3)
+X = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4)
+
+
+def _same(a, b) -> bool:
+    return all(
+        torch.equal(p.mean, q.mean) and torch.equal(p.variance, q.variance)
+        for p, q in zip(a.layers, b.layers)
+    )
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    first = simulate(NET, NOISE, X, repeats=500, seed=4)
+    again = simulate(NET, NOISE, X, repeats=500, seed=4)
+    other = simulate(NET, NOISE, X, repeats=500, seed=5)
+    assert _same(first, again)
+    assert not _same(first, other)
+
+
+def test_chunking_changes_draws_not_statistics(seed):
+    """Different chunk sizes consume the random stream differently; the estimates agree."""
+    a = simulate(NET, NOISE, X, repeats=20_000, seed=seed, dtype="float64", chunk=7)
+    b = simulate(NET, NOISE, X, repeats=20_000, seed=seed + 1, dtype="float64")
+    for p, q in zip(a.layers, b.layers):
+        stderr = (p.layer_variance_stderr**2 + q.layer_variance_stderr**2) ** 0.5
+        assert_within(p.layer_variance, q.layer_variance, stderr)
+
+
+def test_float32_and_float64_agree(seed):
+    single = simulate(NET, NOISE, X, repeats=20_000, seed=seed, dtype=torch.float32)
+    double = simulate(NET, NOISE, X, repeats=20_000, seed=seed + 1, dtype=torch.float64)
+    for p, q in zip(single.layers, double.layers):
+        assert p.variance.dtype == torch.float64  # statistics are float64 whatever the pass
+        stderr = (p.layer_variance_stderr**2 + q.layer_variance_stderr**2) ** 0.5
+        assert_within(p.layer_variance, q.layer_variance, stderr)
+
+
+def test_mean_and_its_standard_error(seed):
+    """Additive noise on a linear network does not move the mean: E[y] = s-bar exactly."""
+    net = Network.random([3, 5, 4], ["linear", "linear"], seed=2)
+    stats = simulate(
+        net, Noise(AU=1e-2, AC=1e-2), [0.2, 0.4, 0.6], repeats=5_000, seed=seed, dtype="float64"
+    )
+    clean = net.forward(torch.tensor([[0.2, 0.4, 0.6]], dtype=torch.float64))
+    for layer, (_, signal) in zip(stats.layers, clean):
+        z = (layer.mean - signal) / layer.mean_stderr
+        assert float(z.abs().max()) < 4.5
+
+
+def test_variance_standard_error_matches_the_gaussian_formula():
+    """For Gaussian outputs the sample variance has stderr sigma^2 sqrt(2/(n-1)); the batch-means
+    estimate (32 groups) must agree within its own precision (about 1/sqrt(2*31) = 13 %)."""
+    net = Network.symmetric(width=1, depth=1, activation="linear")
+    stats = simulate(net, Noise(AU=0.5), 1.0, repeats=64_000, seed=3, dtype="float64")
+    expected = 0.5 * (2 / 63_999) ** 0.5
+    assert float(stats[0].variance_stderr) == pytest.approx(expected, rel=0.4)
+    assert stats[0].layer_variance_stderr == pytest.approx(expected, rel=0.4)
+
+
+def test_noise_free_layers_have_zero_variance():
+    stats = simulate(NET, {2: NOISE}, X, repeats=100, seed=0)
+    assert float(stats[0].variance.abs().max()) == 0.0
+    assert float(stats[1].variance.min()) > 0.0
+
+
+def test_progress_reports_every_chunk():
+    calls = []
+    simulate(
+        NET,
+        NOISE,
+        X,
+        repeats=100,
+        seed=0,
+        chunk=30,
+        groups=2,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(30, 100), (50, 100), (80, 100), (100, 100)]
+
+
+def test_covariance_estimate_is_symmetric_with_variance_on_the_diagonal():
+    stats = simulate(NET, NOISE, X, repeats=2_000, seed=0, covariance=True, dtype="float64")
+    for layer in stats.layers:
+        torch.testing.assert_close(layer.covariance, layer.covariance.transpose(1, 2))
+        torch.testing.assert_close(layer.covariance.diagonal(dim1=-2, dim2=-1), layer.variance)
+
+
+def test_default_chunk_bounds_the_working_set():
+    net = Network.symmetric(width=2000, depth=2)
+    chunk = default_chunk(net, batch=100, dtype=torch.float32)
+    assert chunk * 100 * 2000 * 4 <= 2**25
+    assert default_chunk(net, batch=10**6, dtype=torch.float64) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"repeats": 1}, ValueError, r"repeats must be an integer >= 2; got 1"),
+        ({"repeats": 2.5}, TypeError, r"repeats must be an integer >= 2; got float 2\.5"),
+        ({"groups": 1}, ValueError, r"groups must be an integer >= 2; got 1"),
+        ({"chunk": 0}, ValueError, r"chunk must be an integer >= 1; got 0"),
+        ({"seed": 1.5}, TypeError, r"seed must be an integer; got float 1\.5"),
+        ({"dtype": "float16"}, ValueError, r"dtype must be one of 'float32', 'float64'"),
+    ],
+)
+def test_argument_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        simulate(NET, NOISE, X, **{"repeats": 10, **kwargs})
+
+
+def test_network_must_be_a_network():
+    with pytest.raises(TypeError, match="network must be a Network; got str"):
+        simulate("net", NOISE, X)  # type: ignore[arg-type]
