@@ -196,7 +196,7 @@ def test_compare_small_sigmoid_network_agrees_within_sigmas(seed):
     # The first layer sees only its own noise on a noise-free input: D_AU + D_AC exactly.
     assert payload["methods"]["covariance"]["layers"][0]["predicted"] == pytest.approx(2e-3)
     stdout, _ = invoke(*args, "--no-progress")
-    assert f"4/4 layers agree within {SIGMAS:g} standard errors (symmetric)" in stdout
+    assert f"symmetric: 4/4 layers agree within {SIGMAS:g} standard errors" in stdout
 
 
 # ------------------------------------------------------------------------- network files

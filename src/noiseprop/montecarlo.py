@@ -32,7 +32,7 @@ from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
 from noiseprop.results import LayerStatistics, NoiseStatistics
 
-__all__ = ["sample", "simulate"]
+__all__ = ["add_noise", "sample", "simulate"]
 
 _CHUNK_BYTES = 2**25  # working set of one chunk's widest activation tensor (32 MiB)
 
@@ -212,19 +212,19 @@ def _noisy_pass(
         shape = (count, batch, width)
         if signal is None:  # the first layer's weighted input is noise-free: the same every repeat
             if noise.injection == "before":
-                signal = layer.activation(_add_noise(weighted_clean.expand(shape), noise, generator))
+                signal = layer.activation(add_noise(weighted_clean.expand(shape), noise, generator))
             else:
-                signal = _add_noise(signal_clean.expand(shape), noise, generator)
+                signal = add_noise(signal_clean.expand(shape), noise, generator)
         else:
             weighted = torch.addmm(bias, signal.reshape(count * batch, -1), weight.T).view(shape)
             if noise.injection == "before":
-                signal = layer.activation(_add_noise(weighted, noise, generator))
+                signal = layer.activation(add_noise(weighted, noise, generator))
             else:
-                signal = _add_noise(layer.activation(weighted), noise, generator)
+                signal = add_noise(layer.activation(weighted), noise, generator)
         yield signal
 
 
-def _add_noise(value: Tensor, noise: Noise, generator: torch.Generator) -> Tensor:
+def add_noise(value: Tensor, noise: Noise, generator: torch.Generator) -> Tensor:
     """``value (1 + xi_MU + xi_MC) + xi_AU + xi_AC`` with fresh draws (SCIENCE.md section 1).
 
     ``value`` has shape ``(repeats, batch, width)`` (or broadcasts to it); correlated draws have

@@ -1,0 +1,138 @@
+"""Options, constants and error reporting shared by the commands.
+
+A bad option value prints one line ``Error: --OPTION: what was expected; got ...`` on stderr and exits
+with code 2, the exit code of click's own usage errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    pass
+
+METHODS = ("covariance", "meanfield", "symmetric")
+INJECTIONS = ("after", "before")
+DTYPES = ("float32", "float64")
+DEFAULT_WIDTH = 100
+DEFAULT_DEPTH = 20
+DEFAULT_ACTIVATION = "sigmoid"
+SNR_DEFINITION = (
+    "SNR = <mean^2> / <variance> (signal power over noise power; averages over the layer's neurons "
+    "and the inputs), in dB 10 log10(SNR)"
+)
+EXIT_USAGE = 2
+
+
+# --------------------------------------------------------------------------------- errors
+def fail(option: str, message: str) -> NoReturn:
+    """Print ``Error: OPTION: message`` on stderr (one line, no traceback) and exit with code 2."""
+    typer.echo(f"Error: {option}: {message}", err=True)
+    raise typer.Exit(code=EXIT_USAGE)
+
+
+@contextmanager
+def reported_as(option: str) -> Iterator[None]:
+    """Report a library error (ValueError, TypeError, OSError) raised inside as a bad ``option``."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError) as error:
+        fail(option, str(error))
+
+
+def choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        fail(option, f"expected one of {', '.join(choices)}; got {value!r}.")
+    return value
+
+
+# ------------------------------------------------------------------------------- options
+NetworkOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--network",
+        help="Network file written by Network.save. Not together with --width/--depth/--activation.",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+WidthOption = Annotated[
+    int | None,
+    typer.Option(help="Neurons per layer of the symmetric network.", show_default=str(DEFAULT_WIDTH)),
+]
+DepthOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Layers (hidden + output) of the symmetric network.", show_default=str(DEFAULT_DEPTH)
+    ),
+]
+ActivationOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Activation of the symmetric network, e.g. 'sigmoid:gain=4,centre=0.5', "
+        "'linear:slope=0.9'.",
+        show_default=DEFAULT_ACTIVATION,
+    ),
+]
+NoiseOption = Annotated[
+    str,
+    typer.Option(
+        help="Noise variances KIND=VARIANCE with kinds AU, AC, MU, MC (additive/multiplicative, "
+        "uncorrelated/correlated), e.g. 'AU=1e-3,MC=1e-4'; 'none' for no noise."
+    ),
+]
+InjectionOption = Annotated[
+    str | None,
+    typer.Option(help="Where noise enters: after or before the activation.", show_default="after"),
+]
+LayersOption = Annotated[
+    str,
+    typer.Option(
+        help="Noisy layers: 'all', 'hidden' (all but the output layer), 'output', or 1-based layer "
+        "numbers and ranges such as '1-5,8'. The other layers are noise-free."
+    ),
+]
+InputOption = Annotated[
+    str,
+    typer.Option(
+        "--input",
+        help="One number fed to every input feature, a comma list of one number per input feature, "
+        "or a .npy (1-D or 2-D, shape batch x inputs) or .csv (one input per row, no header) file.",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of a table.")
+]
+PredictMethodOption = Annotated[
+    str | None,
+    typer.Option(
+        "--method",
+        help="Prediction method: covariance, meanfield or symmetric.",
+        show_default="symmetric for --width/--depth networks, covariance for --network files",
+    ),
+]
+CompareMethodOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--method",
+        help="Prediction method (covariance, meanfield, symmetric); repeat to compare several.",
+        show_default="as for predict",
+    ),
+]
+RepeatsOption = Annotated[int, typer.Option(help="Noise draws per input (>= 2).")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the noise draws.")]
+DtypeOption = Annotated[
+    str, typer.Option(help="Precision of the simulated network: float32 or float64.")
+]
+DeviceOption = Annotated[str, typer.Option(help="Torch device of the simulation, e.g. cpu, cuda.")]
+ProgressOption = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (off with --json).")
+]
+SigmasOption = Annotated[
+    float, typer.Option(help="Standard errors within which prediction and simulation agree.")
+]
