@@ -259,3 +259,42 @@ def test_errors_name_the_option_and_exit_2(args, option, fragment, network_file,
     assert len(lines) == 1, stderr
     assert lines[0].startswith(f"Error: {option}: "), stderr
     assert fragment in lines[0], stderr
+
+
+# ---------------------------------------------------------------------- per input, MNIST
+def test_per_input_reports_every_image_of_real_mnist(tmp_path):
+    """A 784-input network fed the first 3 MNIST test images: per-input rows for every layer and
+    image; the first layer's additive noise is D_AU + D_AC whatever the image."""
+    from noiseprop import Network
+
+    path = Network.random([784, 16, 10], ["sigmoid", "tanh"], seed=0).save(tmp_path / "m.safetensors")
+    payload = invoke_json(
+        "predict",
+        "--network",
+        str(path),
+        "--input",
+        "mnist:3",
+        "--noise",
+        "AU=1e-3,AC=1e-3",
+        "--per-input",
+    )
+    rows = payload["per_input"]
+    assert [(row["layer"], row["input"]) for row in rows] == [
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (2, 0),
+        (2, 1),
+        (2, 2),
+    ]
+    assert [row["variance"] for row in rows[:3]] == pytest.approx([2e-3] * 3, rel=1e-12)
+    assert len({round(row["variance"], 12) for row in rows[3:]}) == 3  # images differ downstream
+    compared = invoke_json(
+        "compare", "--network", str(path), "--input", "mnist:3", "--repeats", "200", "--per-input"
+    )
+    assert len(compared["methods"]["covariance"]["per_input"]) == 6
+
+
+def test_mnist_input_errors():
+    _, stderr = invoke("predict", "--input", "mnist:0", code=2)
+    assert "--input" in stderr and "N >= 1" in stderr

@@ -117,3 +117,28 @@ def test_public_api_is_pinned():
         assert getattr(noiseprop, name) is not None
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         noiseprop.nothing  # noqa: B018
+
+
+def test_per_input_comparison_has_one_row_per_layer_and_input(seed):
+    """Each input's layer variance against its batch-means standard error, for a linear network
+    where the prediction is exact: |z| stays within 4.5 for all 2 x 3 rows."""
+    net = Network.random([3, 4, 2], ["linear", "linear"], seed=0)
+    prediction = propagate(net, NOISE, X)
+    frame = prediction.compare(
+        simulate(net, NOISE, X, repeats=4000, seed=seed, dtype="float64")
+    ).per_input()
+    assert list(frame.columns) == [
+        "layer",
+        "input",
+        "predicted",
+        "simulated",
+        "stderr",
+        "relative_error",
+        "z",
+        "within",
+    ]
+    assert len(frame) == 2 * len(X)
+    assert frame["predicted"].tolist() == pytest.approx(
+        [float(v) for layer in prediction.layers for v in layer.variance.mean(-1)]
+    )
+    assert (frame["z"].abs() < 4.5).all()

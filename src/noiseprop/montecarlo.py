@@ -265,7 +265,7 @@ class _Accumulator:
         self.group_sq = zeros(batch, width)
         self.group_variance_sum = zeros(batch, width)
         self.group_variance_sq = zeros(batch, width)
-        self.layer_variances: list[float] = []
+        self.input_variances: list[Tensor] = []  # per group: (batch,) averages over the neurons
         self.comoment = zeros(batch, width, width) if covariance else None
 
     def add(self, deviation: Tensor) -> None:
@@ -281,7 +281,7 @@ class _Accumulator:
         variance = (self.group_sq - self.group.square() / n) / (n - 1)
         self.group_variance_sum += variance
         self.group_variance_sq += variance.square()
-        self.layer_variances.append(float(variance.mean()))
+        self.input_variances.append(variance.mean(-1))
         self.count += n
         self.total += self.group
         self.total_sq += self.group_sq
@@ -293,10 +293,10 @@ class _Accumulator:
         n = self.count
         mean_deviation = self.total / n
         variance = ((self.total_sq - self.total * mean_deviation) / (n - 1)).clamp_min_(0)
-        groups = len(self.layer_variances)
+        groups = len(self.input_variances)
         group_mean = self.group_variance_sum / groups
         spread = (self.group_variance_sq - groups * group_mean.square()).clamp_min_(0) / (groups - 1)
-        layer = torch.tensor(self.layer_variances, dtype=torch.float64)
+        per_input = torch.stack(self.input_variances)  # (groups, batch)
         covariance = None
         if self.comoment is not None:
             covariance = self.comoment - n * mean_deviation.unsqueeze(-1) * mean_deviation.unsqueeze(-2)
@@ -307,5 +307,6 @@ class _Accumulator:
             covariance=covariance,
             mean_stderr=(variance / n).sqrt(),
             variance_stderr=(spread / groups).sqrt(),
-            layer_variance_stderr=float(layer.std() / math.sqrt(groups)),
+            input_variance_stderr=per_input.std(0) / math.sqrt(groups),
+            layer_variance_stderr=float(per_input.mean(1).std() / math.sqrt(groups)),
         )

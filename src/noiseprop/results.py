@@ -44,6 +44,8 @@ class LayerStatistics:
         mean_stderr: standard error of ``mean`` (simulations; ``None`` for predictions).
         variance_stderr: standard error of ``variance`` (simulations, by batch means over
             independent groups of repeats; ``None`` for predictions).
+        input_variance_stderr: ``(inputs,)`` standard error of each input's layer variance
+            ``variance.mean(-1)`` (simulations, batch means; ``None`` for predictions).
         layer_variance_stderr: standard error of the per-layer variance ``variance.mean()``
             (simulations, batch means; ``None`` for predictions).
     """
@@ -53,6 +55,7 @@ class LayerStatistics:
     covariance: Tensor | None = None
     mean_stderr: Tensor | None = None
     variance_stderr: Tensor | None = None
+    input_variance_stderr: Tensor | None = None
     layer_variance_stderr: float | None = None
 
     @property
@@ -69,6 +72,11 @@ class LayerStatistics:
     def layer_variance(self) -> float:
         """Average variance over neurons and inputs."""
         return float(self.variance.mean())
+
+    @property
+    def input_variance(self) -> Tensor:
+        """``(inputs,)`` variance averaged over the layer's neurons, for every input."""
+        return self.variance.mean(-1)
 
     @property
     def layer_snr(self) -> float:
@@ -170,6 +178,38 @@ class NoiseStatistics:
             )
         return pd.DataFrame(rows)
 
+    def per_input(self) -> pd.DataFrame:
+        """One row per (layer, input): ``layer``, ``input``, ``mean`` and ``variance`` averaged over
+        the layer's neurons, ``variance_stderr`` (NaN for predictions) and ``snr``
+        (``<mean^2> / <variance>`` over the layer's neurons for that input)."""
+        import numpy as np
+        import pandas as pd
+
+        frames = []
+        for number, stats in enumerate(self.layers, start=1):
+            variance = stats.input_variance.double().cpu().numpy()
+            power = stats.mean.double().square().mean(-1).cpu().numpy()
+            stderr = stats.input_variance_stderr
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr = power / variance
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "layer": number,
+                        "input": np.arange(len(variance)),
+                        "mean": stats.mean.double().mean(-1).cpu().numpy(),
+                        "variance": variance,
+                        "variance_stderr": (
+                            np.full_like(variance, np.nan)
+                            if stderr is None
+                            else stderr.double().cpu().numpy()
+                        ),
+                        "snr": snr,
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
+
     def compare(self, simulation: NoiseStatistics, *, sigmas: float = 3.0) -> Comparison:
         """Compare this prediction with a simulation: see :func:`compare`."""
         return compare(self, simulation, sigmas=sigmas)
@@ -226,6 +266,37 @@ class Comparison:
                 }
             )
         return pd.DataFrame(rows)
+
+    def per_input(self) -> pd.DataFrame:
+        """One row per (layer, input): the columns of :meth:`to_frame` (without the SNRs) for the
+        variance averaged over the layer's neurons for that input."""
+        import pandas as pd
+
+        frames = []
+        for number, (predicted, simulated) in enumerate(
+            zip(self.prediction.layers, self.simulation.layers), start=1
+        ):
+            expected = predicted.input_variance.double().cpu()
+            measured = simulated.input_variance.double().cpu()
+            stderr = simulated.input_variance_stderr
+            stderr = torch.full_like(measured, math.nan) if stderr is None else stderr.double().cpu()
+            difference = expected - measured
+            z = torch.where(stderr > 0, difference / stderr, torch.where(difference == 0, 0.0, math.inf))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "layer": number,
+                        "input": range(len(expected)),
+                        "predicted": expected.numpy(),
+                        "simulated": measured.numpy(),
+                        "stderr": stderr.numpy(),
+                        "relative_error": (difference / measured).numpy(),
+                        "z": z.numpy(),
+                        "within": (z.abs() <= self.sigmas).numpy(),
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
 
     @property
     def all_within(self) -> bool:

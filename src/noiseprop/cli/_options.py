@@ -102,7 +102,14 @@ InputOption = Annotated[
     typer.Option(
         "--input",
         help="One number fed to every input feature, a comma list of one number per input feature, "
-        "or a .npy (1-D or 2-D, shape batch x inputs) or .csv (one input per row, no header) file.",
+        "a .npy (1-D or 2-D, shape batch x inputs) or .csv (one input per row, no header) file, or "
+        "'mnist:N' for the first N MNIST test images ('mnist-train:N' for training images).",
+    ),
+]
+PerInputOption = Annotated[
+    bool,
+    typer.Option(
+        "--per-input", help="Also report every input's variance (e.g. per image), not only averages."
     ),
 ]
 JsonOption = Annotated[

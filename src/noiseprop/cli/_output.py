@@ -105,11 +105,37 @@ def statistics_table(stats: NoiseStatistics, setup: Setup, title: str) -> None:
     print_notes(console, notes)
 
 
-def statistics_payload(stats: NoiseStatistics, setup: Setup) -> dict[str, Any]:
-    return {
+def statistics_payload(stats: NoiseStatistics, setup: Setup, per_input: bool) -> dict[str, Any]:
+    payload = {
         "network": repr(setup.network),
         "noise": [str(noise) for noise in stats.noise],
         "method": stats.method,
         "repeats": stats.repeats,
         "layers": records(stats.summary()),
     }
+    if per_input:
+        payload["per_input"] = records(stats.per_input())
+    return payload
+
+
+PER_INPUT_ROWS = 20
+"""Inputs shown in a per-input table (all of them are in the JSON output)."""
+
+
+def per_input_table(stats: NoiseStatistics) -> None:
+    """Variance averaged over each layer's neurons: one row per input, one column per layer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    frame = stats.per_input()
+    wide = frame.pivot(index="input", columns="layer", values="variance")
+    table = Table(title="Noise variance per input (average over each layer's neurons)")
+    table.add_column("input", justify="right")
+    for layer in wide.columns:
+        table.add_column(f"layer {layer}", justify="right")
+    for index, row in wide.head(PER_INPUT_ROWS).iterrows():
+        table.add_row(str(index), *(number(value, ".4g") for value in row))
+    console = Console()
+    console.print(table)
+    if len(wide) > PER_INPUT_ROWS:
+        print_notes(console, [f"first {PER_INPUT_ROWS} of {len(wide)} inputs; --json lists all"])

@@ -128,9 +128,32 @@ def parse_layers(text: str, depth: int) -> tuple[int, ...] | None:
     return tuple(sorted(chosen))
 
 
+def read_mnist(text: str) -> tuple[Any, Any]:
+    """``mnist:N`` / ``mnist-train:N``: the first N test (or training) images scaled to [0, 1],
+    with their labels."""
+    name, _, count = text.strip().partition(":")
+    split = "train" if name.lower() == "mnist-train" else "test"
+    try:
+        number = int(count) if count else None
+    except ValueError:
+        number = -1
+    if number is not None and number < 1:
+        raise ValueError(f"expected mnist:N or mnist-train:N with N >= 1 images; got {text!r}.")
+    from noiseprop.datasets import mnist
+
+    images, labels = mnist().scaled(split)
+    return images[:number], labels[:number]
+
+
 def read_inputs(text: str) -> Any:
-    """``--input``: a number, a list of numbers, or the array in a ``.npy`` / ``.csv`` file."""
+    """``--input``: a number, a list of numbers, the array in a ``.npy`` / ``.csv`` file, or
+    MNIST images (``mnist:N``, ``mnist-train:N``)."""
     stripped = text.strip()
+    if stripped.lower().startswith(("mnist:", "mnist-train:")) or stripped.lower() in (
+        "mnist",
+        "mnist-train",
+    ):
+        return read_mnist(stripped)[0]
     suffix = Path(stripped).suffix.lower()
     if suffix in (".npy", ".csv"):
         import numpy as np

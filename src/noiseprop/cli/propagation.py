@@ -21,6 +21,7 @@ from noiseprop.cli._options import (
     LayersOption,
     NetworkOption,
     NoiseOption,
+    PerInputOption,
     PredictMethodOption,
     ProgressOption,
     RepeatsOption,
@@ -31,6 +32,7 @@ from noiseprop.cli._options import (
 )
 from noiseprop.cli._output import (
     number,
+    per_input_table,
     print_json,
     print_notes,
     records,
@@ -59,6 +61,7 @@ def predict(
     layers: LayersOption = "all",
     inputs: InputOption = "0.5",
     method: PredictMethodOption = None,
+    per_input: PerInputOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Predict every layer's noise analytically (noiseprop.propagate)."""
@@ -66,9 +69,11 @@ def predict(
     (chosen,) = methods_from([method] if method else None, setup)
     stats = run_prediction(setup, chosen)
     if as_json:
-        print_json(statistics_payload(stats, setup))
+        print_json(statistics_payload(stats, setup, per_input))
     else:
         statistics_table(stats, setup, f"Predicted noise per layer ({chosen} method)")
+        if per_input:
+            per_input_table(stats)
 
 
 @app.command()
@@ -86,6 +91,7 @@ def simulate(
     dtype: DtypeOption = "float32",
     device: DeviceOption = "cpu",
     progress: ProgressOption = True,
+    per_input: PerInputOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Measure every layer's noise by Monte Carlo simulation (noiseprop.simulate)."""
@@ -93,10 +99,12 @@ def simulate(
     check_simulation_options(repeats, dtype, device)
     stats = run_simulation(setup, repeats, seed, dtype, device, progress and not as_json)
     if as_json:
-        print_json(statistics_payload(stats, setup))
+        print_json(statistics_payload(stats, setup, per_input))
     else:
         title = f"Simulated noise per layer (Monte Carlo, {repeats} repeats, seed {seed}, {dtype})"
         statistics_table(stats, setup, title)
+        if per_input:
+            per_input_table(stats)
 
 
 @app.command()
@@ -116,6 +124,7 @@ def compare(
     device: DeviceOption = "cpu",
     sigmas: SigmasOption = 3.0,
     progress: ProgressOption = True,
+    per_input: PerInputOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Compare predictions with a Monte Carlo simulation, layer by layer."""
@@ -140,6 +149,7 @@ def compare(
                     name: {
                         "layers": records(comparison.to_frame()),
                         "all_within": comparison.all_within,
+                        **({"per_input": records(comparison.per_input())} if per_input else {}),
                     }
                     for name, comparison in comparisons.items()
                 },
@@ -189,3 +199,11 @@ def compare(
             f"errors; largest |rel. err| {100 * frame['relative_error'].abs().max():.2f} %[/{colour}]",
             highlight=False,
         )
+        if per_input:
+            rows = comparisons[name].per_input()
+            console.print(
+                f"  per input: {int(rows['within'].sum())}/{len(rows)} (layer, input) pairs within "
+                f"{sigmas:g} standard errors; largest |rel. err| "
+                f"{100 * rows['relative_error'].abs().max():.2f} %",
+                highlight=False,
+            )

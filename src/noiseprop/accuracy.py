@@ -1,0 +1,601 @@
+"""Classification accuracy under noise: simulated, and predicted from the Gaussian output (SCIENCE.md 4).
+
+The network is a classifier: the last layer's ``K`` outputs are class scores and the predicted class is
+their argmax. For an image of class ``c`` the prediction is right when ``y_c > y_k`` for every
+``k != c``. Two ways to get the probability of that under noise:
+
+* ``method="montecarlo"``: draw the noise, run the noisy network, count (:func:`accuracy`);
+* ``method="predicted"``: take the outputs as Gaussian, with the noise-free output as mean and the
+  first-order covariance of SCIENCE.md section 3 (:func:`noiseprop.propagate`), and integrate that
+  Gaussian over the region where class ``c`` wins, a ``(K-1)``-dimensional orthant.
+
+:func:`accuracy_curve` sweeps the intensity of each kind of noise and :func:`plot_accuracy_curve`
+draws the sweep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noiseprop._inputs import as_dtype
+from noiseprop._validation import check_choice, check_nonnegative, check_positive_int
+from noiseprop.analytic import propagate
+from noiseprop.montecarlo import sample
+from noiseprop.network import Network
+from noiseprop.noise import KINDS, Noise, NoiseSpec, per_layer
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+__all__ = ["Accuracy", "accuracy", "accuracy_curve", "plot_accuracy_curve"]
+
+METHODS = ("montecarlo", "predicted")
+IMAGE_BLOCK = 32
+"""Images per random stream of the simulation: the draws of block ``j`` (images ``32 j`` to
+``32 j + 31``) come from their own seed, so no batching choice changes them."""
+REPEAT_BLOCK = 256
+"""Repeats per random stream of the simulation (bounds the memory of one noisy pass)."""
+SCRAMBLINGS = 8
+"""Independent scramblings of the Sobol points of the prediction (its error estimate)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Accuracy:
+    """Accuracy of a classifier under noise.
+
+    Attributes:
+        accuracy: fraction of right predictions, averaged over the images and the noise.
+        stderr: standard error of ``accuracy`` given the test images: sampling error of the noise
+            draws (``montecarlo``) or numerical integration error (``predicted``); not the error
+            from having a finite test set.
+        noise_free: fraction of right predictions without noise (float64 pass).
+        method: ``"montecarlo"`` or ``"predicted"``.
+        repeats: noise draws per image (``None`` for ``predicted``).
+        points: quasi-random points per image (``None`` for ``montecarlo``).
+        per_image: ``(images,)`` float64 tensor: probability that each image is classified right
+            (the fraction of right draws for ``montecarlo``).
+        images: number of images.
+    """
+
+    accuracy: float
+    stderr: float
+    noise_free: float
+    method: Literal["montecarlo", "predicted"]
+    repeats: int | None
+    points: int | None
+    per_image: Tensor
+    images: int
+
+    def __post_init__(self) -> None:
+        check_choice("Accuracy.method", self.method, METHODS)
+        for name in ("accuracy", "noise_free"):
+            value = check_nonnegative(f"Accuracy.{name}", getattr(self, name), what="fraction")
+            if value > 1:
+                raise ValueError(f"Accuracy.{name} must be a fraction in [0, 1]; got {value!r}.")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "stderr", check_nonnegative("Accuracy.stderr", self.stderr))
+        images = check_positive_int("Accuracy.images", self.images)
+        simulated = self.method == "montecarlo"
+        for name, wanted in (("repeats", simulated), ("points", not simulated)):
+            value = getattr(self, name)
+            if wanted:
+                check_positive_int(f"Accuracy.{name}", value)
+            elif value is not None:
+                raise ValueError(
+                    f"Accuracy.{name} must be None for method={self.method!r}; got {value!r}."
+                )
+        if not isinstance(self.per_image, Tensor) or tuple(self.per_image.shape) != (images,):
+            raise ValueError(
+                f"Accuracy.per_image must be a tensor of shape ({images},), one probability per "
+                f"image; got {getattr(self.per_image, 'shape', type(self.per_image).__name__)}."
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        """Every field but ``per_image``, as plain Python values (for JSON and tables)."""
+        return {
+            "accuracy": self.accuracy,
+            "stderr": self.stderr,
+            "noise_free": self.noise_free,
+            "method": self.method,
+            "repeats": self.repeats,
+            "points": self.points,
+            "images": self.images,
+        }
+
+
+def accuracy(
+    network: Network,
+    noise: NoiseSpec,
+    images: Any,
+    labels: Any,
+    *,
+    method: Literal["montecarlo", "predicted"] = "montecarlo",
+    repeats: int = 100,
+    points: int = 4096,
+    seed: int = 0,
+    dtype: torch.dtype | str = "float32",
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> Accuracy:
+    """Fraction of images classified right (argmax of the last layer = label) under noise.
+
+    ``method="montecarlo"``: every image is presented ``repeats`` times with fresh noise
+    (:func:`noiseprop.sample`); ``p_i = k_i / R`` is the fraction of its ``R`` draws classified right
+    and the accuracy is ``A = (1/B) sum_i p_i`` over the ``B`` images. Given the images, the draws are
+    independent Bernoulli trials, ``Var p_i = q_i (1 - q_i) / R`` with ``q_i`` the true probability,
+    and ``E[p_i (1 - p_i)] = q_i (1 - q_i) (R - 1) / R``, so the unbiased estimate of ``Var A`` is::
+
+        stderr^2 = (1/B^2) sum_i p_i (1 - p_i) / (R - 1)
+
+    The draws depend on ``seed``, ``repeats``, ``dtype``, the device type and the order of the
+    images, not on ``batch_size``: the images are simulated in blocks of :data:`IMAGE_BLOCK` and the
+    repeats in blocks of :data:`REPEAT_BLOCK`, each block with its own seed
+    ``SeedSequence([seed, image block, repeat block])``.
+
+    ``method="predicted"``: the outputs ``y`` of an image are taken as Gaussian, mean the noise-free
+    output ``m`` and covariance ``C`` the first-order covariance of SCIENCE.md section 3
+    (:func:`noiseprop.propagate`, ``method="covariance"``). For class ``c`` the differences
+    ``d_k = y_c - y_k`` (``k != c``) are Gaussian with mean ``m_c - m_k`` and covariance
+    ``S_kj = C_cc - C_cj - C_kc + C_kj``, and ``p_i = P(d > 0)``, a ``(K-1)``-dimensional orthant
+    probability. It is integrated by randomised quasi-Monte Carlo: :data:`SCRAMBLINGS` independent
+    scramblings of ``points / 8`` Sobol points ``u`` (``torch.quasirandom.SobolEngine``, seeds from
+    ``seed``), ``z = Phi^-1(u)``, ``d = m_d + V sqrt(max(L, 0)) z`` with ``S = V L V^T`` (``eigh``, so
+    singular ``S`` is fine: ``S = 0`` gives the indicator of the noise-free decision), ``p_i`` the
+    fraction of points with every ``d_k > 0`` (``d_k >= 0`` for ``k > c``: a tie goes to the first
+    class, as in argmax). Each scrambling gives an unbiased accuracy ``A_s``;
+    the result is their mean and ``stderr`` their standard deviation over ``sqrt(8)``. The same points
+    serve every image, so the result does not depend on ``batch_size``.
+
+    When is the Gaussian right? The outputs are exactly Gaussian, with exactly the first-order
+    covariance, when every map from the noise to the outputs is affine and multiplicative noise
+    only scales noise-free signals: e.g. a network ``input -> sigmoid hidden layer -> linear
+    output`` (logits) with any noise on the hidden layer and additive noise on the output layer.
+    It stays good for small noise through smooth activations (sigmoid, tanh near their operating
+    point). It breaks down
+    when the noise is large compared with the curvature of the activations: saturating sigmoids
+    compress the tails and shift the mean (``E[f(x + e)] != f(x)``), so the prediction is
+    pessimistic or optimistic depending on where the decision boundary sits; multiplicative noise
+    on the output layer multiplies Gaussian signals (heavy tails, skew); ReLU kinks cut the
+    distribution in half. Compare with ``method="montecarlo"`` before trusting a prediction.
+
+    Args:
+        network: a classifier; its last layer has ``K`` outputs, one per class.
+        noise: a :class:`~noiseprop.noise.Noise` for every layer, one per layer, or
+            ``{layer: Noise}``.
+        images: ``(B, input_size)`` inputs.
+        labels: ``(B,)`` integer classes in ``[0, K)``.
+        method: ``"montecarlo"`` (default) or ``"predicted"``.
+        repeats: noise draws per image (``montecarlo``, >= 2).
+        points: quasi-random points per image (``predicted``), a power of two >= 64.
+        seed: seed of the draws or of the scramblings (integer >= 0).
+        dtype: ``"float32"`` or ``"float64"`` for the noisy passes (``montecarlo``); the prediction
+            and the noise-free accuracy are always float64.
+        device: where to compute.
+        batch_size: images per call of :func:`noiseprop.propagate` and per noise-free pass; the
+            prediction holds ``batch_size x sum_n N_n^2`` covariance entries at once. It does not
+            change the result.
+
+    Returns:
+        An :class:`Accuracy`.
+
+    Raises:
+        ValueError: for images that are not ``(B, input_size)``, labels that are not ``B``
+            integers in ``[0, K)``, or a parameter out of range (the message names it).
+
+    Example:
+        One linear layer, two classes, ``y_0 = x + xi_0`` and ``y_1 = xi_1`` with ``Var xi = 0.5``:
+        class 0 wins with probability ``Phi(x / sqrt(2 x 0.5)) = Phi(x)``:
+
+        >>> from noiseprop import Layer, Network, Noise
+        >>> net = Network((Layer([[1.0], [0.0]], [0.0, 0.0], "linear"),))
+        >>> images, labels = [[-1.0], [1.0], [2.0]], [0, 0, 0]
+        >>> predicted = accuracy(net, Noise(AU=0.5), images, labels, method="predicted")
+        >>> [round(p, 2) for p in predicted.per_image.tolist()]  # Phi(-1), Phi(1), Phi(2)
+        [0.16, 0.84, 0.98]
+        >>> round(predicted.accuracy, 2), round(predicted.noise_free, 4)  # exact: 0.659083
+        (0.66, 0.6667)
+        >>> simulated = accuracy(net, Noise(AU=0.5), images, labels, repeats=10_000, seed=1)
+        >>> abs(simulated.accuracy - 0.659083) < 4 * simulated.stderr
+        True
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a Network; got {type(network).__name__}.")
+    check_choice("method", method, METHODS)
+    noises = per_layer(noise, network.depth)
+    x, target = _check_data(network, images, labels)
+    repeats = check_positive_int("repeats", repeats, minimum=2)
+    points = _check_points(points)
+    seed = _check_seed(seed)
+    dtype = as_dtype(dtype)
+    device = torch.device(device)
+    batch_size = check_positive_int("batch_size", batch_size)
+    x, target = x.to(device), target.to(device)
+
+    chunks = [
+        (x[start : start + batch_size], target[start : start + batch_size])
+        for start in range(0, len(x), batch_size)
+    ]
+    right = torch.cat([network.forward(part)[-1][1].argmax(-1) == classes for part, classes in chunks])
+    noise_free = float(right.double().mean())
+    if method == "montecarlo":
+        per_image = _simulated(network, noises, x, target, repeats, seed, dtype, device)
+        count = len(x)
+        variance = (per_image * (1 - per_image)).sum() / (repeats - 1) / count**2
+        return Accuracy(
+            accuracy=float(per_image.mean()),
+            stderr=math.sqrt(max(float(variance), 0.0)),
+            noise_free=noise_free,
+            method="montecarlo",
+            repeats=repeats,
+            points=None,
+            per_image=per_image.cpu(),
+            images=count,
+        )
+    by_scrambling = _predicted(network, noises, x, target, points, seed, batch_size)  # (S, B)
+    totals = by_scrambling.mean(1)
+    return Accuracy(
+        accuracy=float(totals.mean()),
+        stderr=float(totals.std()) / math.sqrt(SCRAMBLINGS),
+        noise_free=noise_free,
+        method="predicted",
+        repeats=None,
+        points=points,
+        per_image=by_scrambling.mean(0).cpu(),
+        images=len(x),
+    )
+
+
+# ------------------------------------------------------------------------------------ checks
+def _check_data(network: Network, images: Any, labels: Any) -> tuple[Tensor, Tensor]:
+    """``images`` as a float64 ``(B, input_size)`` tensor and ``labels`` as int64 ``(B,)``."""
+    size, classes = network.input_size, network.widths[-1]
+    try:
+        x = torch.as_tensor(images).detach()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"images must be an array of shape (B, {size}); got {type(images).__name__}."
+        ) from error
+    if x.ndim != 2 or x.shape[1] != size or x.shape[0] == 0:
+        raise ValueError(
+            f"images must have shape (B, {size}) with B >= 1 for this network; got shape "
+            f"{tuple(x.shape)}."
+        )
+    if x.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise TypeError(f"images must hold real numbers; got dtype {x.dtype}.")
+    x = x.to(device="cpu", dtype=torch.float64)
+    if not torch.isfinite(x).all():
+        raise ValueError("images must be finite; got NaN or infinite values.")
+    try:
+        target = torch.as_tensor(labels).detach()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"labels must be an array of {len(x)} integers in [0, {classes}); got "
+            f"{type(labels).__name__}."
+        ) from error
+    if target.ndim != 1 or target.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({len(x)},), one per image; got shape {tuple(target.shape)}."
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"labels must be integers in [0, {classes}); got dtype {target.dtype}.")
+    target = target.to(device="cpu", dtype=torch.int64)
+    bad = torch.nonzero((target < 0) | (target >= classes)).flatten()
+    if len(bad):
+        first = int(bad[0])
+        raise ValueError(
+            f"labels must be integers in [0, {classes}) (one per output of the network); got "
+            f"{int(target[first])} at index {first}."
+        )
+    return x.contiguous(), target
+
+
+def _check_points(points: Any) -> int:
+    points = check_positive_int("points", points, minimum=8 * SCRAMBLINGS)
+    if points & (points - 1):
+        raise ValueError(
+            f"points must be a power of two >= {8 * SCRAMBLINGS} ({SCRAMBLINGS} scramblings of "
+            f"points/{SCRAMBLINGS} Sobol points each); got {points}."
+        )
+    return points
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer >= 0; got {type(seed).__name__} {seed!r}.")
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
+    return int(seed)
+
+
+def _derived_seed(*entropy: int) -> int:
+    """A 63-bit seed from ``SeedSequence(entropy)``: independent streams for distinct entropies."""
+    state = np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0]
+    return int(state) >> 1
+
+
+# -------------------------------------------------------------------------------- simulation
+def _simulated(
+    network: Network,
+    noises: tuple[Noise, ...],
+    x: Tensor,
+    target: Tensor,
+    repeats: int,
+    seed: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """Per-image fraction of right draws, in blocks of ``IMAGE_BLOCK`` images x ``REPEAT_BLOCK``
+    repeats, each block with its own seed."""
+    right = torch.zeros(len(x), dtype=torch.float64, device=device)
+    for block, start in enumerate(range(0, len(x), IMAGE_BLOCK)):
+        stop = start + IMAGE_BLOCK
+        for part, first in enumerate(range(0, repeats, REPEAT_BLOCK)):
+            outputs = sample(
+                network,
+                noises,
+                x[start:stop],
+                repeats=min(REPEAT_BLOCK, repeats - first),
+                seed=_derived_seed(seed, block, part),
+                dtype=dtype,
+                device=device,
+            )
+            right[start:stop] += (outputs.argmax(-1) == target[start:stop]).sum(0)
+    return right / repeats
+
+
+# -------------------------------------------------------------------------------- prediction
+def _predicted(
+    network: Network,
+    noises: tuple[Noise, ...],
+    x: Tensor,
+    target: Tensor,
+    points: int,
+    seed: int,
+    batch_size: int,
+) -> Tensor:
+    """``(SCRAMBLINGS, B)`` probability that each image is classified right, one row per
+    scrambling of the Sobol points."""
+    classes = network.widths[-1]
+    if classes == 1:  # one class: always right
+        return torch.ones(SCRAMBLINGS, len(x), dtype=torch.float64, device=x.device)
+    normals = [
+        _sobol_normals(classes - 1, points // SCRAMBLINGS, _derived_seed(seed, index)).to(x.device)
+        for index in range(SCRAMBLINGS)
+    ]
+    parts = []
+    for start in range(0, len(x), batch_size):
+        output = propagate(
+            network, noises, x[start : start + batch_size], covariance=True, device=x.device
+        )[-1]
+        classes = target[start : start + batch_size]
+        parts.append(_orthant(output.mean, output.covariance, classes, normals))
+    return torch.cat(parts, dim=1)
+
+
+def _sobol_normals(dimension: int, count: int, seed: int) -> Tensor:
+    """``count`` scrambled Sobol points mapped to standard normals, ``(count, dimension)``.
+
+    The points are multiples of ``2^-30``; adding ``2^-31`` centres them in their cells, so that
+    none is 0 or 1 and ``Phi^-1`` stays finite.
+    """
+    engine = torch.quasirandom.SobolEngine(dimension, scramble=True, seed=seed)
+    uniform = engine.draw(count, dtype=torch.float64) + 2.0**-31
+    return torch.special.ndtri(uniform)
+
+
+def _orthant(mean: Tensor, covariance: Tensor, target: Tensor, normals: Sequence[Tensor]) -> Tensor:
+    """``P(y_c > y_k for all k != c)`` for Gaussian ``y ~ N(mean, covariance)``, ``c = target``,
+    once per set of ``normals``: ``(len(normals), b)``."""
+    batch, classes = mean.shape
+    rows = torch.arange(batch, device=mean.device)
+    steps = torch.arange(classes - 1, device=mean.device).expand(batch, -1)
+    others = steps + (steps >= target.unsqueeze(-1)).long()  # (b, K-1): every class but c
+    shift = mean.gather(1, target.unsqueeze(-1)) - mean.gather(1, others)
+    c_cc = covariance[rows, target, target]
+    c_cj = covariance[rows, target, :]
+    c_kc = covariance[rows, :, target]
+    full = c_cc[:, None, None] - c_cj[:, None, :] - c_kc[:, :, None] + covariance
+    spread = full.gather(1, others.unsqueeze(-1).expand(-1, -1, classes))
+    spread = spread.gather(2, others.unsqueeze(1).expand(-1, classes - 1, -1))
+    eigenvalues, vectors = torch.linalg.eigh((spread + spread.mT) / 2)
+    root = vectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(-2)  # root root^T = spread
+    later = (others > target.unsqueeze(-1)).unsqueeze(1)  # ties go to the first class, as in argmax
+    results = []
+    for z in normals:
+        differences = shift.unsqueeze(1) + torch.matmul(z, root.mT)  # (b, points, K-1)
+        wins = (differences > 0) | ((differences == 0) & later)
+        results.append(wins.all(-1).double().mean(-1))
+    return torch.stack(results)
+
+
+# ------------------------------------------------------------------------------------- sweep
+def accuracy_curve(
+    network: Network,
+    kinds: Iterable[str],
+    intensities: Iterable[float],
+    images: Any,
+    labels: Any,
+    *,
+    methods: Iterable[str] = ("predicted", "montecarlo"),
+    repeats: int = 100,
+    points: int = 4096,
+    seed: int = 0,
+    layers: Iterable[int] | None = None,
+    dtype: torch.dtype | str = "float32",
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """Accuracy against the intensity of each kind of noise, predicted and simulated.
+
+    For every ``kind`` and every ``intensity`` the noise is ``Noise(**{kind: intensity})`` on every
+    layer, or on ``layers`` only (1 = first hidden layer, ``depth`` = output layer), and
+    :func:`accuracy` runs once per method. Point ``j`` of kind ``kind`` gets the seed
+    ``SeedSequence([seed, KINDS.index(kind), j])`` (the same for both methods), so points are
+    independent and a point's numbers do not depend on which other kinds or methods are swept.
+
+    Args:
+        network: a classifier.
+        kinds: some of ``"AU"``, ``"AC"``, ``"MU"``, ``"MC"``.
+        intensities: noise variances (>= 0).
+        images, labels: as for :func:`accuracy`.
+        methods: some of ``"predicted"`` and ``"montecarlo"``.
+        repeats, points, dtype, device, batch_size: passed to :func:`accuracy`.
+        seed: seed of the sweep (integer >= 0).
+        layers: the noisy layers (default: all).
+
+    Returns:
+        A tidy ``pandas.DataFrame``, one row per (kind, intensity, method), columns ``kind``,
+        ``intensity``, ``method``, ``accuracy``, ``stderr``, ``noise_free``.
+
+    Example:
+        >>> from noiseprop import Layer, Network
+        >>> net = Network((Layer([[1.0], [0.0]], [0.0, 0.0], "linear"),))
+        >>> frame = accuracy_curve(net, ["AU", "AC"], [0.5], [[1.0]], [0], methods=["predicted"])
+        >>> frame[["kind", "intensity", "method"]].values.tolist()
+        [['AU', 0.5, 'predicted'], ['AC', 0.5, 'predicted']]
+        >>> [round(value, 2) for value in frame["accuracy"]]  # Phi(1), and AC cannot act on argmax
+        [0.84, 1.0]
+    """
+    import pandas as pd
+
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a Network; got {type(network).__name__}.")
+    kinds = _check_subset("kinds", kinds, KINDS)
+    methods = _check_subset("methods", methods, METHODS)
+    levels = [
+        check_nonnegative(f"intensities[{index}]", value, what="variance")
+        for index, value in enumerate(_as_list("intensities", intensities))
+    ]
+    if not levels:
+        raise ValueError("intensities must hold at least one variance >= 0; got none.")
+    seed = _check_seed(seed)
+    if layers is not None:
+        layers = _as_list("layers", layers)
+        for index, layer in enumerate(layers):
+            if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+                raise TypeError(f"layers[{index}] must be a layer number; got {layer!r}.")
+            if not 1 <= layer <= network.depth:
+                raise ValueError(
+                    f"layers[{index}] must be a layer number in 1..{network.depth} (1 = first hidden "
+                    f"layer, {network.depth} = output layer); got {layer!r}."
+                )
+        if not layers:
+            raise ValueError("layers must name at least one layer, or be None for all; got none.")
+    rows = []
+    for kind in kinds:
+        for point, level in enumerate(levels):
+            noise = Noise(**{kind: level})
+            spec: NoiseSpec = noise if layers is None else noise.on_layers(layers)
+            point_seed = _derived_seed(seed, KINDS.index(kind), point)
+            for method in methods:
+                result = accuracy(
+                    network,
+                    spec,
+                    images,
+                    labels,
+                    method=method,  # type: ignore[arg-type]
+                    repeats=repeats,
+                    points=points,
+                    seed=point_seed,
+                    dtype=dtype,
+                    device=device,
+                    batch_size=batch_size,
+                )
+                rows.append(
+                    {
+                        "kind": kind,
+                        "intensity": level,
+                        "method": method,
+                        "accuracy": result.accuracy,
+                        "stderr": result.stderr,
+                        "noise_free": result.noise_free,
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(_COLUMNS))
+
+
+_COLUMNS = ("kind", "intensity", "method", "accuracy", "stderr", "noise_free")
+
+
+def _as_list(name: str, values: Any) -> list[Any]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list; got {type(values).__name__} {values!r}.")
+    return list(values)
+
+
+def _check_subset(name: str, values: Any, allowed: Sequence[str]) -> list[str]:
+    """A non-empty list of distinct members of ``allowed`` (a lone string counts as one)."""
+    items = [values] if isinstance(values, str) else _as_list(name, values)
+    listed = ", ".join(repr(option) for option in allowed)
+    if not items:
+        raise ValueError(f"{name} must hold one or more of {listed}; got none.")
+    for index, item in enumerate(items):
+        check_choice(f"{name}[{index}]", item, allowed)
+    if len(set(items)) != len(items):
+        raise ValueError(f"{name} must not repeat an entry; got {items!r}.")
+    return items
+
+
+def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Draw an :func:`accuracy_curve` frame: accuracy against intensity on a log axis.
+
+    One colour per kind (``AU`` C0, ``AC`` C1, ``MU`` C2, ``MC`` C3); predictions as lines,
+    simulations as points with error bars of one standard error, and the noise-free accuracy as a
+    dashed grey line. Rows with intensity 0 have no place on a log axis and are left out (the
+    noise-free line stands for them).
+
+    Args:
+        frame: a frame with the columns of :func:`accuracy_curve`.
+        ax: the axes to draw on (default: a new figure).
+
+    Returns:
+        The axes.
+    """
+    missing = [column for column in _COLUMNS if column not in getattr(frame, "columns", ())]
+    if missing:
+        raise ValueError(
+            f"frame must have the columns of accuracy_curve ({', '.join(_COLUMNS)}); missing "
+            f"{', '.join(missing)}."
+        )
+    unknown = sorted(set(frame["method"]) - set(METHODS))
+    if unknown:
+        raise ValueError(f"frame['method'] must hold 'predicted' or 'montecarlo'; got {unknown}.")
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots()
+    shown = frame[frame["intensity"] > 0].sort_values("intensity")
+    for kind in [kind for kind in KINDS if kind in set(frame["kind"])]:
+        colour = f"C{KINDS.index(kind)}"
+        rows = shown[shown["kind"] == kind]
+        predicted = rows[rows["method"] == "predicted"]
+        simulated = rows[rows["method"] == "montecarlo"]
+        if len(predicted):
+            label = f"{kind} predicted"
+            ax.plot(predicted["intensity"], predicted["accuracy"], "-", color=colour, label=label)
+        if len(simulated):
+            ax.errorbar(
+                simulated["intensity"],
+                simulated["accuracy"],
+                yerr=simulated["stderr"],
+                fmt="o",
+                color=colour,
+                markersize=4,
+                capsize=2,
+                label=f"{kind} simulated",
+            )
+    for value in sorted(set(frame["noise_free"])):
+        ax.axhline(value, color="0.5", linestyle="--", linewidth=1, label="noise-free")
+    ax.set_xscale("log")
+    ax.set_xlabel("noise intensity (variance)")
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    return ax
