@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from noiseprop._validation import check_choice
+
 __all__ = ["EXPERIMENTS", "experiment", "resolve"]
 
 EXPERIMENTS: dict[str, Callable[..., pd.DataFrame]] = {}
@@ -83,8 +85,9 @@ def symmetric_layers(
     from noiseprop.analytic import propagate
     from noiseprop.montecarlo import simulate
     from noiseprop.network import Network
-    from noiseprop.noise import Noise
+    from noiseprop.noise import KINDS, Noise
 
+    check_choice("kind", kind, KINDS)
     network = Network.symmetric(width=width, depth=depth, activation=activation)
     noise = Noise(**{kind: intensity}, injection=injection)
     frames = [

@@ -1,0 +1,134 @@
+"""``noiseprop sweep``: run a grid of experiment points on Dask (noiseprop.sweep)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from noiseprop.cli._app import app
+from noiseprop.cli._options import fail, reported_as
+from noiseprop.cli._output import print_json, print_notes, records
+
+
+def parse_value(text: str) -> Any:
+    """A grid value from the command line: an integer, a float, or else the string itself.
+
+    Example:
+        >>> [parse_value(t) for t in ("3", "1e-3", "sigmoid:gain=4", "true")]
+        [3, 0.001, 'sigmoid:gain=4', 'true']
+    """
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_assignments(items: list[str], option: str, *, lists: bool) -> dict[str, list[Any]]:
+    """``name=v1,v2`` items (``lists``) or ``name=value`` items into ``{name: [values]}``.
+
+    Example:
+        >>> parse_assignments(["depth=2,4", "kind=AU"], "--grid", lists=True)
+        {'depth': [2, 4], 'kind': ['AU']}
+    """
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or not raw.strip():
+            example = "depth=2,4,8" if lists else "repeats=2000"
+            fail(option, f"expected NAME=VALUE{'S' if lists else ''} such as {example!r}; got {item!r}.")
+        if name in grid:
+            fail(option, f"{name!r} is given more than once.")
+        values = raw.split(",") if lists else [raw]
+        grid[name] = [parse_value(value.strip()) for value in values]
+    return grid
+
+
+@app.command()
+def sweep(
+    experiment: Annotated[str, typer.Argument(help="Experiment to run at every point, e.g. symmetric.")],
+    output: Annotated[Path, typer.Option(help="Folder for the results (Parquet, one file per point).")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option("--grid", help="A swept parameter NAME=V1,V2,...; repeat for a grid."),
+    ] = None,
+    fixed: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A fixed parameter NAME=VALUE (a one-value grid); repeatable."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Sweep seed; every point's seed derives from it.")] = 0,
+    workers: Annotated[
+        int | None, typer.Option(help="Run on a local Dask cluster of this many worker processes.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --output.")] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Run an experiment over a grid of parameters on Dask; results go to OUTPUT/results.parquet.
+
+    Parameters of the experiments: noiseprop sweep --list.
+    """
+    from noiseprop.experiments import EXPERIMENTS, parameters_of
+
+    if experiment not in EXPERIMENTS:
+        fail("EXPERIMENT", f"expected one of {', '.join(sorted(EXPERIMENTS))}; got {experiment!r}.")
+    points = {
+        **parse_assignments(grid or [], "--grid", lists=True),
+        **parse_assignments(fixed or [], "--set", lists=False),
+    }
+    if not points:
+        fail("--grid", "give at least one --grid NAME=V1,V2 (or --set NAME=VALUE).")
+    known = parameters_of(experiment)
+    unknown = sorted(set(points) - set(known))
+    if unknown:
+        fail("--grid", f"experiment {experiment!r} takes {', '.join(known)}; got unknown {unknown}.")
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from noiseprop.sweep import sweep as run_sweep
+
+    bar = Progress(
+        TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
+        TimeElapsedColumn(), console=Console(stderr=True), disable=as_json or not progress,
+    )  # fmt: skip
+    task = bar.add_task("sweep", total=None)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar, reported_as("--output"):
+        result = run_sweep(
+            experiment, points, output=output, seed=seed, resume=resume, workers=workers,
+            scheduler=scheduler, progress=advance,
+        )  # fmt: skip
+    if as_json:
+        print_json(
+            {
+                "output": str(result.path),
+                "computed": result.computed,
+                "rows": len(result.table),
+                "failures": records(result.failures.drop(columns="traceback", errors="ignore")),
+            }
+        )
+        return
+    console = Console()
+    console.print(
+        f"{len(result.table)} rows from {result.table['point'].nunique() if len(result.table) else 0} "
+        f"points ({result.computed} computed now) -> {result.path / 'results.parquet'}",
+        highlight=False,
+    )
+    for failure in records(result.failures.drop(columns="traceback", errors="ignore")):
+        console.print(f"[red]failed[/red] {json.dumps(failure)}", highlight=False)
+    if not result.failures.empty:
+        print_notes(console, [f"tracebacks: {result.path / 'failures'}"])
