@@ -23,6 +23,7 @@ RANKS = {
     "montecarlo": 4,
     "training": 5,
     "accuracy": 5,
+    "curves": 5,
     "experiments": 6,
     "sweep": 6,
     "cli": 9,
