@@ -1,0 +1,276 @@
+"""``noiseprop train``, ``accuracy`` and ``accuracy-curve``: trained MNIST networks under noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from noiseprop.cli._app import app
+from noiseprop.cli._options import (
+    InjectionOption,
+    JsonOption,
+    LayersOption,
+    NoiseOption,
+    ProgressOption,
+    SeedOption,
+    choice,
+    fail,
+    reported_as,
+)
+from noiseprop.cli._output import describe_noise, number, print_json, print_notes, records
+from noiseprop.cli._setup import parse_layers, parse_noise, read_mnist
+
+if TYPE_CHECKING:
+    from noiseprop.network import Network
+
+ClassifierOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--network",
+        help="A classifier written by noiseprop train (default: the 784-100-100-10 sigmoid network "
+        "shipped with noiseprop, 98 % noise-free test accuracy).",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+ImagesOption = Annotated[
+    str, typer.Option("--images", help="Test images: 'mnist:N' for the first N MNIST test images.")
+]
+AccuracyMethodOption = Annotated[
+    list[str] | None,
+    typer.Option("--method", help="montecarlo and/or predicted; repeatable.", show_default="both"),
+]
+RepeatsOption = Annotated[int, typer.Option(help="Noise draws per image (Monte Carlo).")]
+PointsOption = Annotated[int, typer.Option(help="Quasi-Monte Carlo points per image (predicted).")]
+METHODS = ("predicted", "montecarlo")
+
+
+def _classifier(path: Path | None) -> Network:
+    if path is None:
+        from noiseprop.training import default_network
+
+        return default_network()
+    from noiseprop.network import Network
+
+    with reported_as("--network"):
+        return Network.load(path)
+
+
+def _images(text: str) -> tuple[Any, Any]:
+    if not text.strip().lower().startswith(("mnist:", "mnist-train:")):
+        fail("--images", f"expected 'mnist:N' (the first N test images); got {text!r}.")
+    with reported_as("--images"):
+        return read_mnist(text)
+
+
+def _methods(given: list[str] | None) -> list[str]:
+    methods = list(dict.fromkeys(given or METHODS))
+    for method in methods:
+        choice("--method", method, METHODS)
+    return methods
+
+
+@app.command()
+def train(
+    output: Annotated[Path, typer.Option(help="Where to write the trained network (safetensors).")],
+    hidden: Annotated[str, typer.Option(help="Hidden-layer widths, e.g. 100,100.")] = "100,100",
+    activation: Annotated[
+        str, typer.Option(help="Hidden activation, e.g. sigmoid, 'sigmoid:gain=2', 'linear:slope=0.9'.")
+    ] = "sigmoid",
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Images per gradient step.")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Initial learning rate.")] = 2e-3,
+    schedule: Annotated[str, typer.Option(help="cosine or constant learning rate.")] = "cosine",
+    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
+    seed: SeedOption = 0,
+    train_noise: Annotated[
+        str | None,
+        typer.Option(help="Noise-aware training: noise in every layer's forward pass, e.g. AU=0.05."),
+    ] = None,
+    train_size: Annotated[
+        int | None, typer.Option(help="Train on the first N training images only (quick runs).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train an MNIST classifier 784 -> hidden -> 10 (softmax cross-entropy) and save it."""
+    from noiseprop.training import TrainConfig
+
+    try:
+        widths = tuple(int(item) for item in hidden.split(",") if item.strip())
+    except ValueError:
+        fail("--hidden", f"expected comma-separated widths such as 100,100; got {hidden!r}.")
+    with reported_as("--train-noise" if train_noise else "options"):
+        config = TrainConfig(
+            hidden=widths, activation=activation, epochs=epochs, batch_size=batch_size,
+            learning_rate=learning_rate, schedule=schedule, optimizer=optimizer, seed=seed,
+            train_noise=train_noise, train_size=train_size,
+        )  # fmt: skip
+    if output.exists() and output.is_dir():
+        fail("--output", f"{str(output)!r} is a folder; expected a file path such as net.safetensors.")
+
+    from rich.console import Console
+
+    from noiseprop.training import train as run_training
+
+    console = Console(stderr=True, quiet=as_json)
+
+    def report(record: Any) -> None:
+        console.print(
+            f"epoch {record.epoch:>3}/{epochs}  loss {record.loss:.4f}  "
+            f"train {record.train_accuracy:.2%}  test {record.test_accuracy:.2%}  "
+            f"({record.seconds:.1f} s)",
+            highlight=False,
+        )
+
+    console.print(f"training 784-{'-'.join(map(str, widths))}-10 {activation} on MNIST", highlight=False)
+    network = run_training(config, progress=report)
+    network.save(output)
+    accuracy = network.metadata["test_accuracy"]
+    if as_json:
+        print_json({"output": str(output), "test_accuracy": accuracy, "metadata": network.metadata})
+    else:
+        Console().print(f"test accuracy {accuracy:.2%} (noise-free); saved {output}", highlight=False)
+
+
+@app.command()
+def accuracy(
+    network: ClassifierOption = None,
+    noise: NoiseOption = "AU=1e-2",
+    injection: InjectionOption = None,
+    layers: LayersOption = "all",
+    images: ImagesOption = "mnist:1000",
+    method: AccuracyMethodOption = None,
+    repeats: RepeatsOption = 100,
+    points: PointsOption = 4096,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Classification accuracy under noise: simulated (noise draws) and predicted (Gaussian outputs)."""
+    parsed = parse_noise(noise, injection)
+    methods = _methods(method)
+    classifier = _classifier(network)
+    with reported_as("--layers"):
+        chosen = parse_layers(layers, classifier.depth)
+    spec = parsed if chosen is None else parsed.on_layers(chosen)
+    pixels, labels = _images(images)
+
+    from noiseprop.accuracy import accuracy as measure
+
+    results = {}
+    for name in methods:
+        with reported_as("--method"):
+            results[name] = measure(
+                classifier, spec, pixels, labels, method=name, repeats=repeats, points=points, seed=seed
+            )
+    if as_json:
+        print_json(
+            {
+                "network": repr(classifier),
+                "images": len(labels),
+                "noise": str(parsed),
+                "layers": layers,
+                "methods": {name: _summary(result) for name, result in results.items()},
+            }
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from noiseprop.noise import per_layer
+
+    table = Table(title=f"Accuracy under noise on {len(labels)} MNIST test images")
+    for column in ("method", "accuracy", "stderr", "noise-free", "change"):
+        table.add_column(column, justify="right")
+    for name, result in results.items():
+        table.add_row(
+            name, f"{result.accuracy:.2%}", f"{result.stderr:.3%}", f"{result.noise_free:.2%}",
+            f"{result.accuracy - result.noise_free:+.2%}",
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    print_notes(
+        console,
+        [
+            f"network: {classifier!r}",
+            f"noise (variances): {describe_noise(per_layer(spec, classifier.depth))}",
+            f"montecarlo: {repeats} draws per image; stderr conditional on the images",
+            f"predicted: Gaussian outputs (covariance method), {points} quasi-Monte Carlo points",
+        ],
+    )
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    return {key: value for key, value in result.as_dict().items() if key != "per_image"}
+
+
+@app.command("accuracy-curve")
+def accuracy_curve(
+    output: Annotated[
+        Path, typer.Option(help="PNG file of the figure; the table goes beside it (.csv).")
+    ],
+    network: ClassifierOption = None,
+    kinds: Annotated[str, typer.Option(help="Kinds of noise, e.g. AU,AC,MU,MC.")] = "AU,AC,MU,MC",
+    intensities: Annotated[
+        str, typer.Option(help="Noise variances, comma-separated.")
+    ] = "0.001,0.01,0.1,1",
+    layers: LayersOption = "all",
+    images: ImagesOption = "mnist:1000",
+    method: AccuracyMethodOption = None,
+    repeats: RepeatsOption = 100,
+    points: PointsOption = 4096,
+    seed: SeedOption = 0,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Accuracy against the intensity of each kind of noise, predicted and simulated, as a figure."""
+    methods = _methods(method)
+    try:
+        levels = [float(item) for item in intensities.split(",")]
+    except ValueError:
+        fail(
+            "--intensities", f"expected comma-separated variances such as 0.01,0.1; got {intensities!r}."
+        )
+    kind_list = [item.strip().upper() for item in kinds.split(",") if item.strip()]
+    classifier = _classifier(network)
+    with reported_as("--layers"):
+        chosen = parse_layers(layers, classifier.depth)
+    pixels, labels = _images(images)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from noiseprop.curves import accuracy_curve as curve
+    from noiseprop.curves import plot_accuracy_curve
+
+    with reported_as("--kinds/--intensities"):
+        frame = curve(
+            classifier, kind_list, levels, pixels, labels, methods=methods, repeats=repeats,
+            points=points, seed=seed, layers=chosen,
+        )  # fmt: skip
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure, ax = plt.subplots(figsize=(6.4, 4.2))
+    plot_accuracy_curve(frame, ax=ax)
+    figure.tight_layout()
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    table_path = output.with_suffix(".csv")
+    frame.to_csv(table_path, index=False)
+    if as_json:
+        print_json({"figure": str(output), "table": str(table_path), "points": records(frame)})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Accuracy against noise intensity ({len(labels)} MNIST test images)")
+    for column in ("kind", "intensity", *methods):
+        table.add_column(column, justify="right")
+    wide = frame.pivot_table(index=["kind", "intensity"], columns="method", values="accuracy")
+    for (kind, level), row in wide.iterrows():
+        table.add_row(kind, number(level, "g"), *(f"{row[name]:.2%}" for name in methods))
+    console = Console()
+    console.print(table)
+    print_notes(console, [f"figure: {output}", f"table: {table_path}"])
