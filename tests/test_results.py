@@ -93,26 +93,11 @@ def test_compare_errors():
 
 def test_public_api_is_pinned():
     assert noiseprop.__all__ == [
-        "Activation",
-        "Comparison",
-        "KINDS",
-        "Layer",
-        "LayerStatistics",
-        "Linear",
-        "Network",
-        "Noise",
-        "NoiseStatistics",
-        "ReLU",
-        "Sigmoid",
-        "Tanh",
-        "compare",
-        "parse_activation",
-        "propagate",
-        "register_activation",
-        "sample",
-        "simulate",
-        "__version__",
-    ]
+        "Accuracy", "Activation", "Comparison", "KINDS", "Layer", "LayerStatistics", "Linear",
+        "Network", "Noise", "NoiseStatistics", "ReLU", "Sigmoid", "Tanh", "TrainConfig", "accuracy",
+        "compare", "parse_activation", "propagate", "register_activation", "sample", "simulate",
+        "sweep", "train", "__version__",
+    ]  # fmt: skip
     for name in noiseprop.__all__:
         assert getattr(noiseprop, name) is not None
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):

@@ -59,7 +59,7 @@ def test_two_worker_cluster_gives_the_in_process_numbers(tmp_path):
 
 
 SLOW_GRID = {"depth": [2], "kind": ["AU", "AC", "MU", "MC"], "intensity": [1e-3, 2e-3, 3e-3],
-             "width": [64], "repeats": [40_000], "methods": ["covariance"]}  # fmt: skip
+             "width": [64], "repeats": [60_000], "methods": ["covariance"]}  # fmt: skip
 
 
 def test_killed_sweep_resumes_without_redoing_or_losing_points(tmp_path):
@@ -72,12 +72,12 @@ def test_killed_sweep_resumes_without_redoing_or_losing_points(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", script, json.dumps(SLOW_GRID), str(output)])
     points = output / "points"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(points.glob("*.parquet"))) < 3:
+    while time.monotonic() < deadline and not list(points.glob("*.parquet")):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     before = {path.name: path.stat().st_mtime_ns for path in points.glob("*.parquet")}
-    assert 3 <= len(before) < 12, f"kill came too late or too early: {len(before)} points"
+    assert 1 <= len(before) < 12, f"kill came too late: {len(before)} points"
 
     resumed = sweep("symmetric", SLOW_GRID, output=output, seed=5, resume=True)
     assert resumed.computed == 12 - len(before)

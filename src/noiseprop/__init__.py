@@ -34,11 +34,17 @@ _EXPORTS = {
     "NoiseStatistics": "noiseprop.results",
     "Comparison": "noiseprop.results",
     "compare": "noiseprop.results",
+    "Accuracy": "noiseprop.accuracy",
+    "accuracy": "noiseprop.accuracy",
+    "TrainConfig": "noiseprop.training",
+    "train": "noiseprop.training",
+    "sweep": "noiseprop.sweep",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from noiseprop.accuracy import Accuracy, accuracy
     from noiseprop.activations import (
         Activation,
         Linear,
@@ -53,6 +59,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from noiseprop.network import Layer, Network
     from noiseprop.noise import KINDS, Noise
     from noiseprop.results import Comparison, LayerStatistics, NoiseStatistics, compare
+    from noiseprop.sweep import sweep
+    from noiseprop.training import TrainConfig, train
 
 
 def __getattr__(name: str) -> Any:
