@@ -64,7 +64,12 @@ class Activation:
         return {"name": self.name, **self.parameters()}
 
     def __str__(self) -> str:
-        params = ",".join(f"{key}={value:g}" for key, value in self.parameters().items())
+        """``name`` or ``name:key=value,...`` listing the parameters that differ from the defaults
+        (the form :func:`parse_activation` reads)."""
+        defaults = {field.name: field.default for field in fields(self)}
+        params = ",".join(
+            f"{key}={value:g}" for key, value in self.parameters().items() if value != defaults[key]
+        )
         return f"{self.name}:{params}" if params else self.name
 
 

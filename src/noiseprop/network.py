@@ -115,7 +115,7 @@ class Network:
         >>> net.widths, net.input_size
         ((10, 10, 10), 10)
         >>> net
-        Network(10x4, activations=sigmoid:gain=1,centre=0)
+        Network(10x4; sigmoid x3)
     """
 
     layers: tuple[Layer, ...]
@@ -164,8 +164,14 @@ class Network:
             else:
                 runs.append([size, 1])
         shape = "-".join(f"{size}x{count}" if count > 1 else str(size) for size, count in runs)
-        activations = ",".join(sorted({str(layer.activation) for layer in self.layers}))
-        return f"Network({shape}, activations={activations})"
+        names: list[list[Any]] = []  # [activation, count], consecutive equal ones collapsed
+        for layer in self.layers:
+            if names and names[-1][0] == str(layer.activation):
+                names[-1][1] += 1
+            else:
+                names.append([str(layer.activation), 1])
+        activations = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in names)
+        return f"Network({shape}; {activations})"
 
     # ---------------------------------------------------------------------------- evaluation
     def forward(self, inputs: Tensor) -> list[tuple[Tensor, Tensor]]:

@@ -251,7 +251,7 @@ def train(
         >>> config = TrainConfig(hidden=(16,), epochs=2, learning_rate=1e-2, train_size=5000)
         >>> net = train(config)
         >>> net
-        Network(784-16-10, activations=linear:slope=1,offset=0,sigmoid:gain=1,centre=0)
+        Network(784-16-10; sigmoid, linear)
         >>> net.metadata["test_accuracy"] > 0.8
         True
     """
