@@ -115,7 +115,7 @@ def _inject_variance(variance: Tensor, level: Tensor, noise: Noise) -> Tensor:
 def _covariance_chunked(
     network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool, max_memory: int
 ) -> list[LayerStatistics]:
-    widest = max(max(layer.in_features, layer.out_features) for layer in network.layers)
+    widest = max(network.widths)  # covariances are N x N; the noise-free inputs carry none
     per_input = 8 * 5 * widest * widest  # C, W C, W C W^T, injected copy, slack
     chunk = max(1, min(x.shape[0], max_memory // per_input))
     parts = [
