@@ -25,6 +25,11 @@ RANKS = {
     "accuracy": 5,
     "curves": 5,
     "experiments": 6,
+    "figures": 6,
+    "design": 6,
+    "mitigation": 5,
+    "study": 7,
+    "report": 7,
     "sweep": 6,
     "cli": 9,
 }

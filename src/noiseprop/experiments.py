@@ -65,6 +65,46 @@ def _statistics_rows(stats: Any, method: str) -> pd.DataFrame:
     )
 
 
+def fixed_point(activation: str, *, start: float = 0.5, steps: int = 10_000) -> float:
+    """The fixed point ``mu* = f(mu*)`` reached by iterating ``f`` from ``start`` (SCIENCE.md
+    section 2: a symmetric network with weights 1/N maps its layer average ``mu`` to ``f(mu)``).
+
+    Example:
+        >>> round(fixed_point("sigmoid"), 6)
+        0.659046
+
+    Raises:
+        ValueError: if the iteration does not settle (slope above 1 at every point, say).
+    """
+    import torch
+
+    from noiseprop.activations import parse_activation
+
+    f = parse_activation(activation)
+    value = torch.tensor(start, dtype=torch.float64)
+    for _ in range(steps):
+        following = f(value)
+        if abs(float(following - value)) < 1e-15:
+            return float(following)
+        value = following
+    raise ValueError(
+        f"input='fixed': iterating {activation!r} from {start} does not settle on a fixed point; "
+        "give the input value instead."
+    )
+
+
+def _symmetric_network(width: int, depth: int, activation: str, readout: bool) -> Any:
+    import torch
+
+    from noiseprop.network import Layer, Network
+
+    network = Network.symmetric(width=width, depth=depth, activation=activation)
+    if not readout:
+        return network
+    average = Layer(torch.full((1, width), 1.0 / width, dtype=torch.float64), torch.zeros(1), "linear")
+    return Network((*network.layers, average))
+
+
 @experiment("symmetric")
 def symmetric_layers(
     *,
@@ -75,24 +115,116 @@ def symmetric_layers(
     kind: str = "AC",
     intensity: float = 1e-3,
     injection: str = "after",
-    input: float = 0.5,  # noqa: A002 - the parameter's name on the command line
+    input: float | str = "fixed",  # noqa: A002 - the parameter's name on the command line
+    readout: bool = False,
     repeats: int = 2000,
     methods: str = "symmetric,covariance,meanfield",
 ) -> pd.DataFrame:
     """Per-layer noise of a symmetric network (SCIENCE.md section 2) with one kind of noise on every
     layer: one row per layer and method (``montecarlo`` and each prediction method), columns
-    ``layer, method, mean, variance, variance_stderr, snr_db``."""
+    ``layer, method, mean, variance, variance_stderr, snr_db``.
+
+    ``input="fixed"`` feeds the activation's fixed point (:func:`fixed_point`), so every layer works
+    at the same operating point. ``readout=True`` appends a noise-free linear neuron that averages the
+    last layer (weights 1/N): its variance, in the row ``layer = depth + 1``, is the variance of the
+    layer average, which is what the next layer of a symmetric network receives.
+    """
     from noiseprop.analytic import propagate
     from noiseprop.montecarlo import simulate
-    from noiseprop.network import Network
     from noiseprop.noise import KINDS, Noise
 
     check_choice("kind", kind, KINDS)
-    network = Network.symmetric(width=width, depth=depth, activation=activation)
-    noise = Noise(**{kind: intensity}, injection=injection)
+    network = _symmetric_network(width, depth, activation, readout)
+    value = fixed_point(activation) if input == "fixed" else float(input)
+    noise: Any = Noise(**{kind: intensity}, injection=injection)
+    if readout:
+        noise = noise.on_layers(range(1, depth + 1))
     frames = [
-        _statistics_rows(simulate(network, noise, input, repeats=repeats, seed=seed), "montecarlo")
+        _statistics_rows(simulate(network, noise, value, repeats=repeats, seed=seed), "montecarlo")
     ]
     for method in filter(None, (item.strip() for item in methods.split(","))):
-        frames.append(_statistics_rows(propagate(network, noise, input, method=method), method))
+        frames.append(_statistics_rows(propagate(network, noise, value, method=method), method))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.insert(0, "input_value", value)
+    return frame
+
+
+def _classifier(network: str) -> Any:
+    if network == "default":
+        from noiseprop.training import default_network
+
+        return default_network()
+    from noiseprop.network import Network
+
+    return Network.load(network)
+
+
+def _test_images(images: int) -> tuple[Any, Any]:
+    from noiseprop.datasets import mnist
+
+    pixels, labels = mnist().scaled("test")
+    return pixels[:images], labels[:images]
+
+
+@experiment("trained")
+def trained_layers(
+    *,
+    seed: int,
+    network: str = "default",
+    kind: str = "AU",
+    intensity: float = 1e-3,
+    injection: str = "after",
+    images: int = 100,
+    repeats: int = 2000,
+    methods: str = "covariance,meanfield",
+) -> pd.DataFrame:
+    """Per-layer noise of a trained MNIST network on the first ``images`` test images, one kind of
+    noise on every layer: rows per layer and method as in ``symmetric``. ``network`` is a file
+    written by ``noiseprop train`` or ``"default"`` (the shipped 784-100-100-10 sigmoid network)."""
+    from noiseprop.analytic import propagate
+    from noiseprop.montecarlo import simulate
+    from noiseprop.noise import KINDS, Noise
+
+    check_choice("kind", kind, KINDS)
+    classifier = _classifier(network)
+    pixels, _ = _test_images(images)
+    noise = Noise(**{kind: intensity}, injection=injection)
+    frames = [
+        _statistics_rows(simulate(classifier, noise, pixels, repeats=repeats, seed=seed), "montecarlo")
+    ]
+    for method in filter(None, (item.strip() for item in methods.split(","))):
+        frames.append(_statistics_rows(propagate(classifier, noise, pixels, method=method), method))
     return pd.concat(frames, ignore_index=True)
+
+
+@experiment("accuracy")
+def accuracy_under_noise(
+    *,
+    seed: int,
+    network: str = "default",
+    kind: str = "AU",
+    intensity: float = 1e-2,
+    images: int = 1000,
+    repeats: int = 100,
+    points: int = 4096,
+    methods: str = "predicted,montecarlo",
+) -> pd.DataFrame:
+    """Accuracy of a trained MNIST classifier under one kind of noise on every layer: one row per
+    method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.accuracy.accuracy`)."""
+    from noiseprop.accuracy import accuracy
+    from noiseprop.noise import KINDS, Noise
+
+    check_choice("kind", kind, KINDS)
+    classifier = _classifier(network)
+    pixels, labels = _test_images(images)
+    rows = []
+    for method in filter(None, (item.strip() for item in methods.split(","))):
+        result = accuracy(
+            classifier, Noise(**{kind: intensity}), pixels, labels, method=method,
+            repeats=repeats, points=points, seed=seed,
+        )  # fmt: skip
+        rows.append(
+            {"method": method, "accuracy": result.accuracy, "stderr": result.stderr,
+             "noise_free": result.noise_free}
+        )  # fmt: skip
+    return pd.DataFrame(rows)

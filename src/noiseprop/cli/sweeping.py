@@ -14,12 +14,14 @@ from noiseprop.cli._output import print_json, print_notes, records
 
 
 def parse_value(text: str) -> Any:
-    """A grid value from the command line: an integer, a float, or else the string itself.
+    """A grid value from the command line: an integer, a float, true/false, or else the string.
 
     Example:
-        >>> [parse_value(t) for t in ("3", "1e-3", "sigmoid:gain=4", "true")]
-        [3, 0.001, 'sigmoid:gain=4', 'true']
+        >>> [parse_value(t) for t in ("3", "1e-3", "sigmoid:gain=4", "true", "False")]
+        [3, 0.001, 'sigmoid:gain=4', True, False]
     """
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for kind in (int, float):
         try:
             return kind(text)

@@ -1,0 +1,81 @@
+"""``noiseprop study``: the research's findings reproduced, as an HTML report (noiseprop.study)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from noiseprop.cli._app import app
+from noiseprop.cli._options import JsonOption, ProgressOption, SeedOption, reported_as
+from noiseprop.cli._output import print_json, records
+
+
+@app.command()
+def study(
+    output: Annotated[Path, typer.Option(help="Folder for report.html, figures/ and tables/.")] = Path(
+        "results/study"
+    ),
+    full: Annotated[
+        bool, typer.Option("--full", help="Research scale (wide, deep, many repeats): for a cluster.")
+    ] = False,
+    seed: SeedOption = 0,
+    workers: Annotated[
+        int | None, typer.Option(help="Run on a local Dask cluster of this many worker processes.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted study.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the study (symmetric networks, slope criterion, width, a trained MNIST network, accuracy
+    under noise) and write a self-contained HTML report with its figures and computed findings."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from noiseprop.study import StudyConfig, run_study
+
+    config = StudyConfig.full() if full else StudyConfig.quick()
+    bar = Progress(
+        TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
+        TimeElapsedColumn(), console=Console(stderr=True), disable=as_json or not progress,
+    )  # fmt: skip
+    tasks: dict[str, int] = {}
+
+    def advance(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total)
+        bar.update(tasks[name], completed=done, total=total)
+
+    with bar, reported_as("--output"):
+        result = run_study(
+            config, output=output, seed=seed, resume=resume, workers=workers, scheduler=scheduler,
+            progress=advance,
+        )  # fmt: skip
+    if as_json:
+        print_json(
+            {
+                "report": str(result.report),
+                "figures": {name: str(path) for name, path in result.figures.items()},
+                "findings": result.findings,
+                "disagreements": len(result.disagreements),
+                "failures": records(result.failures.drop(columns="traceback", errors="ignore")),
+            }
+        )
+        return
+    console = Console()
+    for name, finding in result.findings.items():
+        console.print(f"[bold]{name}[/bold]: {finding}", highlight=False)
+    console.print(
+        f"{len(result.disagreements)} (figure, point, layer, method) rows where theory and simulation "
+        f"differ by more than 4 standard errors (listed in the report)",
+        highlight=False,
+    )
+    if not result.failures.empty:
+        console.print(f"[red]{len(result.failures)} failed points[/red] (listed in the report)")
+    console.print(
+        f"report: [link=file://{result.report.resolve()}]{result.report}[/link]", highlight=False
+    )

@@ -1,0 +1,197 @@
+"""The study's report: figures as PNG files and one self-contained HTML page that embeds them."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import platform
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from noiseprop.study import Study
+
+__all__ = ["FIGURES", "draw_figures", "write_report"]
+
+TABLES = {"accumulation": "slopes"}
+"""Figures drawn from another figure's table."""
+
+FIGURES = {
+    "layers": (
+        "Noise per layer in symmetric networks",
+        "Every weight 1/N, each kind of noise alone (variance {intensity:g}) in every layer, input at "
+        "the activation's fixed point. Points: simulation (± one standard error); lines: the closed "
+        "form of SCIENCE.md §2.",
+    ),
+    "accumulation": (
+        "Accumulation against depth",
+        "Linear activations, correlated additive noise. At slope 1 the noise grows linearly with "
+        "depth; below 1 it converges to the dashed limit slope²·D/(1 − slope²) + D.",
+    ),
+    "slopes": (
+        "The slope criterion",
+        "Deep-to-first-layer noise ratio (correlated additive noise) against the slope of the "
+        "activation at its operating point, for linear activations and sigmoids centred on their "
+        "fixed point. Below slope 1 the ratio approaches 1/(1 − slope²); at and above 1 accumulation "
+        "is unbounded, and the sigmoid's saturation bends the first-order prediction.",
+    ),
+    "width": (
+        "Width",
+        "Variance of a deep layer's average output (what the next layer receives) in symmetric "
+        "sigmoid networks of growing width: uncorrelated noise is divided by N, correlated noise "
+        "passes undiminished.",
+    ),
+    "trained": (
+        "A trained MNIST network",
+        "Per-layer noise of the 784-100-100-10 sigmoid classifier on real test images, each kind "
+        "alone (variance {intensity:g}) in every layer: simulation, covariance method and mean-field "
+        "rule.",
+    ),
+    "accuracy": (
+        "Accuracy under noise",
+        "Test accuracy against the intensity of each kind of noise in every layer: simulation "
+        "(points ± one standard error) and the Gaussian prediction from the output covariance "
+        "(lines).",
+    ),
+}
+
+
+def draw_figures(study: Study) -> dict[str, Figure]:
+    """One matplotlib figure per section of the report (only for the tables that exist)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from noiseprop import figures
+    from noiseprop.curves import plot_accuracy_curve
+    from noiseprop.study import LAYER_ACTIVATIONS, _linear
+
+    tables, config = study.tables, study.config
+    drawn: dict[str, Figure] = {}
+    if not tables.get("layers", _empty()).empty:
+        figure, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+        for ax, activation in zip(axes, LAYER_ACTIVATIONS):
+            figures.plot_layers(tables["layers"], activation, ax)
+        axes[-1].legend(fontsize=7, ncol=2)
+        drawn["layers"] = figure
+    if not tables.get("slopes", _empty()).empty:
+        slopes = tables["slopes"]
+        figure, ax = plt.subplots(figsize=(6.5, 4.2))
+        chosen = slopes[slopes["activation"].isin([_linear(s) for s in config.accumulation_slopes])]
+        figures.plot_accumulation(chosen, ax, intensity=config.intensity)
+        ax.legend(fontsize=8)
+        drawn["accumulation"] = figure
+        figure, ax = plt.subplots(figsize=(6.5, 4.2))
+        figures.plot_slope_criterion(slopes, ax)
+        ax.legend(fontsize=7)
+        drawn["slopes"] = figure
+    if not tables.get("width", _empty()).empty:
+        figure, ax = plt.subplots(figsize=(6.5, 4.2))
+        figures.plot_width(tables["width"], ax)
+        ax.legend(fontsize=8)
+        drawn["width"] = figure
+    if not tables.get("trained", _empty()).empty:
+        figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+        for ax, kind in zip(axes.flat, ("AU", "AC", "MU", "MC")):
+            figures.plot_trained(tables["trained"], kind, ax)
+        axes.flat[0].legend(fontsize=8)
+        drawn["trained"] = figure
+    if not tables.get("accuracy", _empty()).empty:
+        figure, ax = plt.subplots(figsize=(6.5, 4.2))
+        plot_accuracy_curve(tables["accuracy"], ax=ax)
+        drawn["accuracy"] = figure
+    for figure in drawn.values():
+        figure.tight_layout()
+    return drawn
+
+
+def _empty() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame()
+
+
+def write_report(study: Study, *, seed: int) -> Study:
+    """Write ``figures/<name>.png`` and ``report.html`` into the study's output folder."""
+    import matplotlib.pyplot as plt
+
+    from noiseprop import __version__
+    from noiseprop.study import SIGMAS, config_dict
+
+    folder = study.output / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    sections = []
+    for name, figure in draw_figures(study).items():
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths[name] = path
+        title, caption = FIGURES[name]
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        sections.append(
+            f'<section id="{name}"><h2>{html.escape(title)}</h2>'
+            f'<p class="finding">{html.escape(study.findings.get(name, ""))}</p>'
+            f"<p>{html.escape(caption.format(intensity=study.config.intensity))}</p>"
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
+            f'<p class="tables">Table: <code>tables/{TABLES.get(name, name)}.csv</code></p></section>'
+        )
+    disagreements = study.disagreements
+    if disagreements.empty:
+        listed = (
+            f"<p>None: every prediction lies within {SIGMAS:g} standard errors of its simulation.</p>"
+        )
+    else:
+        listed = (
+            f"<p>{len(disagreements)} (figure, point, layer, method) rows differ by more than "
+            f"{SIGMAS:g} standard errors (largest |z| first; also in "
+            "<code>tables/disagreements.csv</code>). Each is a place where the first-order theory, "
+            "the mean-field rule or the Gaussian assumption stops holding.</p>"
+            + disagreements.head(40).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+        )
+    failures = (
+        ""
+        if study.failures.empty
+        else (
+            "<h2>Failed points</h2>"
+            + study.failures.drop(columns="traceback", errors="ignore").to_html(index=False)
+        )
+    )
+    contents = "".join(
+        f'<li><a href="#{name}">{html.escape(FIGURES[name][0])}</a>: '
+        f"{html.escape(study.findings.get(name, ''))}</li>"
+        for name in paths
+    )
+    settings = json.dumps({"seed": seed, **config_dict(study.config)}, indent=1)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>noiseprop study</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem;
+       color: #222; line-height: 1.45; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+.finding {{ font-weight: 600; background: #f3f7ff; padding: .4rem .6rem; border-left: 4px solid #4a7;
+           }}
+table {{ border-collapse: collapse; font-size: .8rem; }} td, th {{ padding: .15rem .5rem; }}
+tr:nth-child(even) {{ background: #f6f6f6; }} code, pre {{ font-size: .85rem; }}
+</style></head><body>
+<h1>noiseprop study: how neuron noise propagates through deep networks</h1>
+<p>Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by noiseprop {__version__}
+(Python {platform.python_version()}, {html.escape(platform.platform())}). Noise intensities are
+variances; SNR = mean² / variance. Every finding below is computed from the tables in
+<code>tables/</code>.</p>
+<ul>{contents}</ul>
+{"".join(sections)}
+<section id="disagreements"><h2>Where theory and simulation disagree</h2>{listed}</section>
+{failures}
+<h2>Settings</h2><pre>{html.escape(settings)}</pre>
+</body></html>
+"""
+    report = study.output / "report.html"
+    report.write_text(page, encoding="utf-8")
+    return replace(study, figures=paths, report=report)

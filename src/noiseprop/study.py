@@ -1,0 +1,413 @@
+"""The study: the experiments that make the research's case, run as sweeps, with computed findings.
+
+:func:`run_study` runs six sweeps (:mod:`noiseprop.sweep`, so they run on Dask, resume after an
+interruption and record failures), draws one figure per finding (:mod:`noiseprop.figures`) and
+writes the report (:mod:`noiseprop.report`):
+
+1. ``layers``: variance per layer for each kind of noise in three symmetric networks (linear slope 1,
+   linear slope 0.8, standard sigmoid), simulation against the closed form of SCIENCE.md section 2;
+2. ``accumulation``: unbounded growth at slope 1, bounded below it, with the predicted limit;
+3. ``slopes``: the slope criterion, deep/first-layer ratio against the slope at the operating point;
+4. ``width``: uncorrelated noise falls with width, correlated noise does not;
+5. ``trained``: per-layer noise of a trained MNIST network, covariance method and mean-field rule
+   against simulation;
+6. ``accuracy``: accuracy against noise intensity for each kind, predicted and simulated.
+
+Every finding is a sentence computed from the tables, never typed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from noiseprop._validation import check_nonnegative, check_positive, check_positive_int
+from noiseprop.noise import KINDS
+
+__all__ = ["Study", "StudyConfig", "run_study"]
+
+SIGMAS = 4.0
+"""Standard errors beyond which the report lists a disagreement between theory and simulation."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig:
+    """Sizes of the study. :meth:`quick` (the default, minutes on 2 cores) and :meth:`full` (the
+    research-scale version, for a cluster or a long run).
+
+    Attributes:
+        width: neurons per layer of the symmetric networks.
+        depth: layers of the symmetric networks.
+        repeats: Monte Carlo repeats of the symmetric networks.
+        intensity: noise variance of each kind in the symmetric and trained networks.
+        slopes: slopes at the operating point for the slope criterion (linear and sigmoid families).
+        accumulation_slopes: the linear slopes drawn in the accumulation figure (among ``slopes``).
+        widths: widths of the width experiment.
+        width_depth: depth of the width experiment.
+        network: trained network file, or ``"default"`` for the shipped one.
+        trained_images: MNIST test images for the per-layer noise of the trained network.
+        trained_repeats: Monte Carlo repeats per image there.
+        accuracy_images: MNIST test images for the accuracy curves.
+        accuracy_repeats: noise draws per image for the simulated accuracy.
+        accuracy_intensities: noise variances of the accuracy curves.
+    """
+
+    width: int = 20
+    depth: int = 20
+    repeats: int = 10_000
+    intensity: float = 1e-3
+    slopes: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1)
+    accumulation_slopes: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0)
+    widths: tuple[int, ...] = (5, 10, 20, 50, 100)
+    width_depth: int = 10
+    network: str = "default"
+    trained_images: int = 100
+    trained_repeats: int = 2000
+    accuracy_images: int = 500
+    accuracy_repeats: int = 50
+    accuracy_intensities: tuple[float, ...] = (0.01, 0.1, 1.0)
+
+    def __post_init__(self) -> None:
+        for name in ("width", "depth", "repeats", "width_depth", "trained_images", "trained_repeats",
+                     "accuracy_images", "accuracy_repeats"):  # fmt: skip
+            check_positive_int(f"StudyConfig.{name}", getattr(self, name), minimum=2)
+        check_positive("StudyConfig.intensity", self.intensity, "variance")
+        for name in ("slopes", "accumulation_slopes", "widths", "accuracy_intensities"):
+            values = tuple(getattr(self, name))
+            if not values:
+                raise ValueError(f"StudyConfig.{name} must list at least one value; got none.")
+            for value in values:
+                check_nonnegative(f"StudyConfig.{name}", value)
+            object.__setattr__(self, name, values)
+        missing = set(self.accumulation_slopes) - set(self.slopes)
+        if missing:
+            raise ValueError(
+                f"StudyConfig.accumulation_slopes must be among slopes {self.slopes}; got "
+                f"{sorted(missing)}."
+            )
+
+    @classmethod
+    def quick(cls) -> StudyConfig:
+        """The embedded default: a few minutes on a 2-core machine."""
+        return cls()
+
+    @classmethod
+    def full(cls) -> StudyConfig:
+        """Research scale: wide and deep networks, many repeats, fine grids, all 10,000 test images."""
+        return cls(
+            width=100, depth=50, repeats=20_000,
+            slopes=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2),
+            widths=(5, 10, 20, 50, 100, 200, 500), width_depth=20,
+            trained_images=1000, trained_repeats=20_000, accuracy_images=10_000, accuracy_repeats=200,
+            accuracy_intensities=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        )  # fmt: skip
+
+
+def _linear(slope: float) -> str:
+    """A linear activation of slope ``slope`` whose fixed point is 0.5."""
+    return f"linear:slope={slope:g},offset={0.5 * (1 - slope):g}"
+
+
+def _sigmoid(slope: float) -> str:
+    """A sigmoid centred on its fixed point 0.5, with slope ``slope`` there (gain 4 slope)."""
+    return f"sigmoid:gain={4 * slope:g},centre=0.5"
+
+
+LAYER_ACTIVATIONS = ("linear", "linear:slope=0.8,offset=0.1", "sigmoid")
+
+
+def sweeps(config: StudyConfig) -> dict[str, tuple[str, dict[str, list[Any]]]]:
+    """The study's sweeps: name -> (experiment, grid)."""
+    symmetric = {"width": [config.width], "depth": [config.depth], "intensity": [config.intensity],
+                 "repeats": [config.repeats]}  # fmt: skip
+    return {
+        "layers": ("symmetric", {
+            "activation": list(LAYER_ACTIVATIONS), "kind": list(KINDS), **symmetric,
+            "methods": ["symmetric,covariance"],
+        }),
+        "slopes": ("symmetric", {
+            "activation": [_linear(s) for s in config.slopes] + [_sigmoid(s) for s in config.slopes]
+            + ["sigmoid"],
+            "kind": ["AC"], **symmetric, "methods": ["symmetric"],
+        }),
+        "width": ("symmetric", {
+            "activation": ["sigmoid"], "kind": ["AU", "AC"], "width": list(config.widths),
+            "depth": [config.width_depth], "intensity": [config.intensity], "readout": [True],
+            "repeats": [config.repeats], "methods": ["symmetric"],
+        }),
+        "trained": ("trained", {
+            "network": [config.network], "kind": list(KINDS), "intensity": [config.intensity],
+            "images": [config.trained_images], "repeats": [config.trained_repeats],
+        }),
+        "accuracy": ("accuracy", {
+            "network": [config.network], "kind": list(KINDS),
+            "intensity": list(config.accuracy_intensities), "images": [config.accuracy_images],
+            "repeats": [config.accuracy_repeats],
+        }),
+    }  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Study:
+    """What the study produced.
+
+    Attributes:
+        config: the sizes used.
+        tables: sweep name -> tidy table.
+        findings: figure name -> one-line finding computed from the tables.
+        disagreements: rows where theory and simulation differ by more than :data:`SIGMAS`
+            standard errors.
+        failures: failed sweep points (parameters and error), normally empty.
+        output: the output folder.
+        figures: figure name -> PNG path.
+        report: path of the HTML report.
+    """
+
+    config: StudyConfig
+    tables: dict[str, pd.DataFrame]
+    findings: dict[str, str]
+    disagreements: pd.DataFrame
+    failures: pd.DataFrame
+    output: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def run_study(
+    config: StudyConfig | None = None,
+    *,
+    output: str | Path = "study",
+    seed: int = 0,
+    resume: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Study:
+    """Run the study's sweeps, compute its findings, draw its figures and write the report.
+
+    Args:
+        config: sizes (default :meth:`StudyConfig.quick`).
+        output: folder for ``report.html``, ``figures/*.png``, ``tables/*.csv|parquet`` and the
+            sweeps' own folders (``sweeps/<name>``, which ``resume`` continues).
+        seed: the seed of every sweep (each point's seed derives from it and its parameters).
+        resume: continue an interrupted study in ``output``.
+        workers, scheduler: where to run (see :func:`noiseprop.sweep.sweep`).
+        progress: called as ``progress(sweep_name, finished_points, total_points)``.
+    """
+    from noiseprop.report import write_report
+    from noiseprop.sweep import sweep
+
+    config = StudyConfig.quick() if config is None else config
+    root = Path(output)
+    if root.exists() and any(root.iterdir()) and not resume:
+        raise FileExistsError(
+            f"output {str(root)!r} is not empty; pass resume=True (--resume) to continue the study in "
+            "it, or choose a new folder."
+        )
+    tables: dict[str, pd.DataFrame] = {}
+    failures = []
+    for name, (experiment, grid) in sweeps(config).items():
+        folder = root / "sweeps" / name
+        report = None if progress is None else partial(progress, name)
+        result = sweep(
+            experiment, grid, output=folder, seed=seed, resume=resume and folder.exists(),
+            workers=workers, scheduler=scheduler, progress=report,
+        )  # fmt: skip
+        tables[name] = result.table
+        if not result.failures.empty:
+            failures.append(result.failures.assign(sweep=name))
+    tables_folder = root / "tables"
+    tables_folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_parquet(tables_folder / f"{name}.parquet", index=False)
+        table.to_csv(tables_folder / f"{name}.csv", index=False)
+    study = Study(
+        config=config,
+        tables=tables,
+        findings=findings(tables, config),
+        disagreements=disagreements(tables),
+        failures=pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(),
+        output=root,
+    )
+    study.disagreements.to_csv(tables_folder / "disagreements.csv", index=False)
+    return write_report(study, seed=seed)
+
+
+# ------------------------------------------------------------------------------------- findings
+def _ratio_text(ratio: float, stderr: float) -> str:
+    return f"{ratio:.3f} ± {stderr:.3f}"
+
+
+def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, str]:
+    """One sentence per figure, computed from the tables."""
+    from noiseprop.figures import deep_ratio, slope_at_operating_point
+
+    result: dict[str, str] = {}
+    if not tables.get("layers", pd.DataFrame()).empty:
+        layers = tables["layers"]
+        parts = []
+        for activation in LAYER_ACTIVATIONS:
+            rows = layers[(layers["activation"] == activation) & (layers["kind"] == "AC")]
+            if rows.empty:
+                continue
+            ratios = deep_ratio(rows).set_index("method")
+            simulated, theory = ratios.loc["montecarlo"], ratios.loc["symmetric"]
+            parts.append(
+                f"{activation} (slope {simulated['slope']:.3g}): deep/first AC = "
+                f"{_ratio_text(simulated['ratio'], simulated['stderr'])}, theory {theory['ratio']:.3f}"
+            )
+        result["layers"] = "; ".join(parts)
+    if not tables.get("slopes", pd.DataFrame()).empty:
+        slopes = tables["slopes"]
+        linear = slopes[slopes["activation"].isin([_linear(s) for s in config.accumulation_slopes])]
+        lines = []
+        for activation, group in linear.groupby("activation", sort=False):
+            slope = slope_at_operating_point(activation, float(group["input_value"].iloc[0]))
+            simulated = group[group["method"] == "montecarlo"].sort_values("layer")
+            deep = simulated.iloc[-1]
+            if slope < 1:
+                limit = slope**2 * config.intensity / (1 - slope**2) + config.intensity
+                lines.append(
+                    f"slope {slope:g}: bounded, deep layer {deep['variance']:.3g} ± "
+                    f"{deep['variance_stderr']:.1g} vs limit {limit:.3g}"
+                )
+            else:
+                ratio = deep_ratio(group).set_index("method")
+                lines.append(
+                    f"slope {slope:g}: unbounded, layer {int(deep['layer'])}/layer 1 = "
+                    f"{_ratio_text(ratio.loc['montecarlo', 'ratio'], ratio.loc['montecarlo', 'stderr'])}"
+                    f" (theory {ratio.loc['symmetric', 'ratio']:.3g}, linear growth)"
+                )
+        result["accumulation"] = "; ".join(lines)
+        ratios = deep_ratio(slopes)
+        simulated = ratios[ratios["method"] == "montecarlo"]
+        standard = simulated[simulated["activation"] == "sigmoid"].iloc[0]
+        at_one = simulated[(simulated["slope"] - 1).abs() < 1e-9].set_index("activation")
+        theory_one = ratios[(ratios["method"] == "symmetric") & ((ratios["slope"] - 1).abs() < 1e-9)]
+        text = (
+            f"standard sigmoid, slope {standard['slope']:.4f}: deep/first = "
+            f"{_ratio_text(standard['ratio'], standard['stderr'])}, limit 1/(1 - slope²) = "
+            f"{1 / (1 - standard['slope'] ** 2):.3f}"
+        )
+        if not at_one.empty:
+            linear_one = at_one.loc[_linear(1.0)] if _linear(1.0) in at_one.index else None
+            sigmoid_one = at_one.loc[_sigmoid(1.0)] if _sigmoid(1.0) in at_one.index else None
+            theory_value = float(theory_one["ratio"].iloc[0]) if not theory_one.empty else math.nan
+            if linear_one is not None and sigmoid_one is not None:
+                text += (
+                    f"; breakdown at slope 1: linear {linear_one['ratio']:.1f}, sigmoid gain 4 "
+                    f"{sigmoid_one['ratio']:.1f} vs first-order {theory_value:.1f} (saturation bends it)"
+                )
+        result["slopes"] = text
+    if not tables.get("width", pd.DataFrame()).empty:
+        width = tables["width"]
+        readout = width[width["layer"] == width["layer"].max()]
+        parts = []
+        for kind in ("AU", "AC"):
+            rows = readout[readout["kind"] == kind]
+            simulated = rows[rows["method"] == "montecarlo"].set_index("width").sort_index()
+            theory = rows[rows["method"] == "symmetric"].set_index("width").sort_index()
+            if len(simulated) < 2:
+                continue
+            narrow, wide = simulated.index[0], simulated.index[-1]
+            parts.append(
+                f"{kind}: N={narrow}→{wide} changes the average's variance ×"
+                f"{simulated.loc[wide, 'variance'] / simulated.loc[narrow, 'variance']:.3f} "
+                f"(theory ×{theory.loc[wide, 'variance'] / theory.loc[narrow, 'variance']:.3f})"
+            )
+        result["width"] = "; ".join(parts)
+    if not tables.get("trained", pd.DataFrame()).empty:
+        compared = _paired(tables["trained"])
+        worst = {
+            method: group.loc[group["relative_error"].abs().idxmax()]
+            for method, group in compared.groupby("method")
+        }
+        parts = [
+            f"{method}: largest |error| {100 * abs(row['relative_error']):.2f} % ({row['kind']}, "
+            f"layer {int(row['layer'])}, z = {row['z']:+.1f})"
+            for method, row in worst.items()
+        ]
+        result["trained"] = "; ".join(parts)
+    if not tables.get("accuracy", pd.DataFrame()).empty:
+        accuracy = tables["accuracy"]
+        wide = accuracy.pivot_table(index=["kind", "intensity"], columns="method", values="accuracy")
+        gaps = (wide["predicted"] - wide["montecarlo"]).abs()
+        (kind, level), gap = gaps.idxmax(), gaps.max()
+        lowest = min(config.accuracy_intensities)
+        small = wide.xs(lowest, level="intensity")
+        worst = wide.loc[(kind, level)]
+        result["accuracy"] = (
+            f"noise-free {accuracy['noise_free'].iloc[0]:.2%}; at {lowest:g} every kind stays within "
+            f"{100 * (small['predicted'] - small['montecarlo']).abs().max():.2f} points of simulation; "
+            f"largest gap {100 * gap:.1f} points ({kind} = {level:g}: predicted "
+            f"{worst['predicted']:.2%}, simulated {worst['montecarlo']:.2%})"
+        )
+    return result
+
+
+def _paired(table: pd.DataFrame) -> pd.DataFrame:
+    """Each prediction row beside the simulation of the same point and layer, with ``z`` and the
+    relative error."""
+    keys = ["point", "layer"]
+    simulated = table[table["method"] == "montecarlo"][keys + ["variance", "variance_stderr"]]
+    predicted = table[table["method"] != "montecarlo"]
+    paired = predicted.drop(columns="variance_stderr").merge(
+        simulated, on=keys, suffixes=("", "_simulated")
+    )
+    paired = paired.rename(columns={"variance": "predicted", "variance_simulated": "simulated",
+                                    "variance_stderr": "stderr"})  # fmt: skip
+    paired["relative_error"] = (paired["predicted"] - paired["simulated"]) / paired["simulated"]
+    paired["z"] = (paired["predicted"] - paired["simulated"]) / paired["stderr"]
+    return paired
+
+
+def disagreements(tables: dict[str, pd.DataFrame], sigmas: float = SIGMAS) -> pd.DataFrame:
+    """Every (figure, point, layer, method) where theory and simulation differ by more than
+    ``sigmas`` standard errors, with its parameters, sorted by ``|z|``."""
+    parameters = ["activation", "kind", "intensity", "width", "depth"]
+    frames = []
+    for name in ("layers", "slopes", "width", "trained"):
+        table = tables.get(name)
+        if table is None or table.empty:
+            continue
+        paired = _paired(table)
+        paired = paired[paired["z"].abs() > sigmas]
+        columns = [c for c in parameters if c in paired.columns]
+        keep = ["figure", *columns, "layer", "method", "predicted", "simulated", "stderr", "z",
+                "relative_error"]  # fmt: skip
+        frames.append(paired.assign(figure=name)[keep])
+    accuracy = tables.get("accuracy")
+    if accuracy is not None and not accuracy.empty:
+        wide = accuracy.pivot_table(
+            index=["kind", "intensity"], columns="method", values=["accuracy", "stderr"]
+        )
+        z = (wide["accuracy"]["predicted"] - wide["accuracy"]["montecarlo"]) / (
+            wide["stderr"]["predicted"] ** 2 + wide["stderr"]["montecarlo"] ** 2
+        ) ** 0.5
+        rows = wide[z.abs() > sigmas]
+        frames.append(pd.DataFrame({
+            "figure": "accuracy", "kind": rows.index.get_level_values("kind"),
+            "intensity": rows.index.get_level_values("intensity"), "method": "predicted",
+            "predicted": rows["accuracy"]["predicted"].to_numpy(),
+            "simulated": rows["accuracy"]["montecarlo"].to_numpy(),
+            "stderr": rows["stderr"]["montecarlo"].to_numpy(), "z": z[z.abs() > sigmas].to_numpy(),
+            "relative_error": ((rows["accuracy"]["predicted"] - rows["accuracy"]["montecarlo"])
+                               / rows["accuracy"]["montecarlo"]).to_numpy(),
+        }))  # fmt: skip
+    if not frames:
+        return pd.DataFrame()
+    result = pd.concat([frame for frame in frames if not frame.empty] or frames, ignore_index=True)
+    return result.reindex(result["z"].abs().sort_values(ascending=False).index).reset_index(drop=True)
+
+
+def config_dict(config: StudyConfig) -> dict[str, Any]:
+    """The config as JSON-able data."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()
+    }

@@ -1,0 +1,75 @@
+"""The study end to end on a reduced grid: every figure and every computed finding in the report."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from noiseprop.report import FIGURES
+from noiseprop.study import StudyConfig, run_study
+
+TINY = StudyConfig(
+    width=6, depth=6, repeats=600, slopes=(0.5, 1.0), accumulation_slopes=(0.5, 1.0), widths=(4, 8),
+    width_depth=4, trained_images=8, trained_repeats=200, accuracy_images=40, accuracy_repeats=10,
+    accuracy_intensities=(0.01, 0.3),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return run_study(TINY, output=tmp_path_factory.mktemp("study"), seed=3)
+
+
+def test_report_holds_every_figure_and_finding(study):
+    page = study.report.read_text(encoding="utf-8")
+    assert set(study.figures) == set(FIGURES)
+    for name, path in study.figures.items():
+        assert path.is_file() and path.stat().st_size > 10_000
+        assert f'<section id="{name}">' in page
+        finding = study.findings[name]
+        assert finding and finding.replace("'", "&#x27;") in page
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == len(FIGURES)
+    assert 'id="disagreements"' in page
+    for name in ("layers", "slopes", "width", "trained", "accuracy", "disagreements"):
+        assert (study.output / "tables" / f"{name}.csv").is_file()
+
+
+def test_findings_are_computed_from_the_data(study):
+    """The sigmoid's slope at its fixed point, 0.2247, and the slope-1 linear growth appear as
+    numbers that the tables produce (not typed in)."""
+    assert "slope 0.2247" in study.findings["slopes"]
+    assert re.search(
+        r"slope 1: unbounded, layer 6/layer 1 = [\d.]+ ± [\d.]+ \(theory 6",
+        study.findings["accumulation"],
+    )
+    assert re.search(r"AU: N=4→8 changes the average's variance ×0\.\d+", study.findings["width"])
+
+
+def test_resume_reuses_every_point(study):
+    again = run_study(TINY, output=study.output, seed=3, resume=True)
+    for name, table in study.tables.items():
+        assert (
+            table.sort_values(["point"])
+            .reset_index(drop=True)
+            .equals(again.tables[name].sort_values(["point"]).reset_index(drop=True))
+        )
+
+
+def test_existing_output_needs_resume(study):
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        run_study(TINY, output=study.output)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"width": 1}, r"StudyConfig\.width must be an integer >= 2; got 1"),
+        ({"slopes": ()}, r"StudyConfig\.slopes must list at least one value"),
+        ({"accumulation_slopes": (0.3,)}, r"accumulation_slopes must be among slopes"),
+        ({"intensity": -1.0}, r"StudyConfig\.intensity must be a finite variance > 0"),
+    ],
+)
+def test_config_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        StudyConfig(**change)
