@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run compare test test-slow clean
 
 install: $(STAMP)
 
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-## The main job: theory against simulation on a deep symmetric sigmoid network.
+## The main job: the study (report in results/study/report.html).
 run: install
+	$(BIN)/noiseprop study --output results/study --resume
+
+## The first result of the README: theory against simulation on a deep symmetric sigmoid network.
+compare: install
 	$(BIN)/noiseprop compare --width 100 --depth 20 --activation sigmoid --input 0.659046 \
 	    --noise AU=1e-3,AC=1e-3 --repeats 20000 --method symmetric --method covariance --method meanfield
 
