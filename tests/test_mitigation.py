@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 
 import noiseprop.cli.mitigation  # noqa: F401  (registers the mitigate command)
 from noiseprop import Activation, Layer, Linear, Network, Noise, ReLU, Sigmoid, Tanh, propagate, simulate
-from noiseprop.accuracy import accuracy
+from noiseprop.classification import accuracy
 from noiseprop.cli import app
 from noiseprop.datasets import mnist
 from noiseprop.mitigation import GHOST_SIGMOID_OUTPUT, add_ghosts, assess, ghost_bias, pool

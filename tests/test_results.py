@@ -93,10 +93,10 @@ def test_compare_errors():
 
 def test_public_api_is_pinned():
     assert noiseprop.__all__ == [
-        "Accuracy", "Activation", "Comparison", "KINDS", "Layer", "LayerStatistics", "Linear",
-        "Network", "Noise", "NoiseStatistics", "ReLU", "Sigmoid", "Tanh", "TrainConfig", "accuracy",
-        "compare", "parse_activation", "propagate", "register_activation", "sample", "simulate",
-        "sweep", "train", "__version__",
+        "Accuracy", "Activation", "Comparison", "Design", "KINDS", "Layer", "LayerStatistics",
+        "Linear", "Network", "Noise", "NoiseStatistics", "ReLU", "Sigmoid", "Tanh", "TrainConfig",
+        "accuracy", "add_ghosts", "compare", "design", "parse_activation", "pool", "propagate",
+        "register_activation", "sample", "simulate", "sweep", "train", "__version__",
     ]  # fmt: skip
     for name in noiseprop.__all__:
         assert getattr(noiseprop, name) is not None

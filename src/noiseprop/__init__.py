@@ -34,17 +34,20 @@ _EXPORTS = {
     "NoiseStatistics": "noiseprop.results",
     "Comparison": "noiseprop.results",
     "compare": "noiseprop.results",
-    "Accuracy": "noiseprop.accuracy",
-    "accuracy": "noiseprop.accuracy",
+    "Accuracy": "noiseprop.classification",
+    "accuracy": "noiseprop.classification",
+    "Design": "noiseprop.criteria",
+    "design": "noiseprop.criteria",
+    "pool": "noiseprop.mitigation",
+    "add_ghosts": "noiseprop.mitigation",
     "TrainConfig": "noiseprop.training",
     "train": "noiseprop.training",
-    "sweep": "noiseprop.sweep",
+    "sweep": "noiseprop.sweeps",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from noiseprop.accuracy import Accuracy, accuracy
     from noiseprop.activations import (
         Activation,
         Linear,
@@ -55,11 +58,14 @@ if TYPE_CHECKING:  # pragma: no cover
         register_activation,
     )
     from noiseprop.analytic import propagate
+    from noiseprop.classification import Accuracy, accuracy
+    from noiseprop.criteria import Design, design
+    from noiseprop.mitigation import add_ghosts, pool
     from noiseprop.montecarlo import sample, simulate
     from noiseprop.network import Layer, Network
     from noiseprop.noise import KINDS, Noise
     from noiseprop.results import Comparison, LayerStatistics, NoiseStatistics, compare
-    from noiseprop.sweep import sweep
+    from noiseprop.sweeps import sweep
     from noiseprop.training import TrainConfig, train
 
 

@@ -1,6 +1,6 @@
 """Accuracy against noise intensity for each kind of noise, predicted and simulated, and its figure.
 
-:func:`accuracy_curve` runs :func:`noiseprop.accuracy.accuracy` over a grid of intensities for each
+:func:`accuracy_curve` runs :func:`noiseprop.classification.accuracy` over a grid of intensities for each
 kind of noise; :func:`plot_accuracy_curve` draws the result.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from noiseprop._validation import check_choice, check_nonnegative
-from noiseprop.accuracy import METHODS, _check_seed, _derived_seed, accuracy
+from noiseprop.classification import METHODS, _check_seed, _derived_seed, accuracy
 from noiseprop.network import Network
 from noiseprop.noise import KINDS, Noise, NoiseSpec
 

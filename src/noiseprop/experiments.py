@@ -1,7 +1,7 @@
 """Named experiments for sweeps: each maps parameters and a seed to a tidy table.
 
 An experiment is a function ``f(*, seed, **parameters) -> pandas.DataFrame``; registering it with
-:func:`experiment` makes it available by name to :func:`noiseprop.sweep.sweep` and ``noiseprop
+:func:`experiment` makes it available by name to :func:`noiseprop.sweeps.sweep` and ``noiseprop
 sweep``. Its rows must not depend on anything but its parameters and seed.
 """
 
@@ -210,8 +210,8 @@ def accuracy_under_noise(
     methods: str = "predicted,montecarlo",
 ) -> pd.DataFrame:
     """Accuracy of a trained MNIST classifier under one kind of noise on every layer: one row per
-    method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.accuracy.accuracy`)."""
-    from noiseprop.accuracy import accuracy
+    method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.classification.accuracy`)."""
+    from noiseprop.classification import accuracy
     from noiseprop.noise import KINDS, Noise
 
     check_choice("kind", kind, KINDS)

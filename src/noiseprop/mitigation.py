@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from noiseprop._validation import check_finite, check_positive_int
-from noiseprop.accuracy import Accuracy, accuracy
 from noiseprop.activations import Activation, Linear, ReLU, Sigmoid, Tanh
 from noiseprop.analytic import propagate
+from noiseprop.classification import Accuracy, accuracy
 from noiseprop.montecarlo import simulate
 from noiseprop.network import Layer, Network
 from noiseprop.noise import NoiseSpec

@@ -1,6 +1,6 @@
 """The study: the experiments that make the research's case, run as sweeps, with computed findings.
 
-:func:`run_study` runs six sweeps (:mod:`noiseprop.sweep`, so they run on Dask, resume after an
+:func:`run_study` runs six sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
 interruption and record failures), draws one figure per finding (:mod:`noiseprop.figures`) and
 writes the report (:mod:`noiseprop.report`):
 
@@ -197,11 +197,11 @@ def run_study(
             sweeps' own folders (``sweeps/<name>``, which ``resume`` continues).
         seed: the seed of every sweep (each point's seed derives from it and its parameters).
         resume: continue an interrupted study in ``output``.
-        workers, scheduler: where to run (see :func:`noiseprop.sweep.sweep`).
+        workers, scheduler: where to run (see :func:`noiseprop.sweeps.sweep`).
         progress: called as ``progress(sweep_name, finished_points, total_points)``.
     """
     from noiseprop.report import write_report
-    from noiseprop.sweep import sweep
+    from noiseprop.sweeps import sweep
 
     config = StudyConfig.quick() if config is None else config
     root = Path(output)

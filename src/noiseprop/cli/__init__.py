@@ -14,7 +14,14 @@ with code 2, the exit code of click's own usage errors.
 
 from __future__ import annotations
 
-from noiseprop.cli import propagation, studying, sweeping, training  # noqa: F401  (registers the commands)
+from noiseprop.cli import (  # noqa: F401  (importing a command module registers its commands)
+    design,
+    mitigation,
+    propagation,
+    studying,
+    sweeping,
+    training,
+)
 from noiseprop.cli._app import app
 
 __all__ = ["app", "main"]

@@ -29,7 +29,7 @@ from noiseprop.cli._output import describe_noise, number, print_json, print_note
 from noiseprop.cli._setup import Setup, build_setup, read_mnist
 
 if TYPE_CHECKING:
-    from noiseprop.design import Design
+    from noiseprop.criteria import Design
 
 TargetSnrOption = Annotated[
     float | None,
@@ -106,7 +106,7 @@ def design(
         with reported_as("--input"):
             labels = read_mnist(inputs)[1]
 
-    from noiseprop.design import design as run_design
+    from noiseprop.criteria import design as run_design
 
     with reported_as("--target-accuracy"):
         result = run_design(
@@ -156,7 +156,7 @@ def _save_figure(result: Design, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from noiseprop.design import plot_noise_budget
+    from noiseprop.criteria import plot_noise_budget
 
     figure, ax = plt.subplots(figsize=(6.4, 4.2))
     plot_noise_budget(result, ax)

@@ -1,4 +1,4 @@
-"""``noiseprop sweep``: run a grid of experiment points on Dask (noiseprop.sweep)."""
+"""``noiseprop sweep``: run a grid of experiment points on Dask (noiseprop.sweeps)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def sweep(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from noiseprop.sweep import sweep as run_sweep
+    from noiseprop.sweeps import sweep as run_sweep
 
     bar = Progress(
         TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),

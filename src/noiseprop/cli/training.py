@@ -156,7 +156,7 @@ def accuracy(
     spec = parsed if chosen is None else parsed.on_layers(chosen)
     pixels, labels = _images(images)
 
-    from noiseprop.accuracy import accuracy as measure
+    from noiseprop.classification import accuracy as measure
 
     results = {}
     for name in methods:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from noiseprop.sweep import grid_points, point_id, point_seed, sweep
+from noiseprop.sweeps import grid_points, point_id, point_seed, sweep
 
 GRID = {"depth": [2, 3], "kind": ["AU", "AC", "MC"], "width": [4]}
 FIXED = {"repeats": [400], "methods": ["covariance"]}
@@ -66,7 +66,7 @@ def test_killed_sweep_resumes_without_redoing_or_losing_points(tmp_path):
     """A real process, really killed (SIGKILL) once some points are on disk, then resumed."""
     output = tmp_path / "killed"
     script = (
-        "import json, sys; from noiseprop.sweep import sweep; "
+        "import json, sys; from noiseprop.sweeps import sweep; "
         "sweep('symmetric', json.loads(sys.argv[1]), output=sys.argv[2], seed=5)"
     )
     process = subprocess.Popen([sys.executable, "-c", script, json.dumps(SLOW_GRID), str(output)])

@@ -1,4 +1,4 @@
-"""Design criteria (noiseprop.design): verdicts, limits, noise budget, tolerable noise, remedies, CLI.
+"""Design criteria (noiseprop.criteria): verdicts, limits, noise budget, tolerable noise, remedies, CLI.
 
 Reference values are derived here from SCIENCE.md, not taken from the program. Symmetric network
 (``N`` neurons, weights ``1/N``, no bias), linear ``f(x) = a x + c``: the layer average has mean
@@ -30,9 +30,9 @@ from typer.testing import CliRunner
 
 import noiseprop.cli.design  # noqa: F401  (registers the command)
 from noiseprop import Layer, Network, Noise, propagate, simulate
-from noiseprop.accuracy import accuracy
+from noiseprop.classification import accuracy
 from noiseprop.cli import app
-from noiseprop.design import Design, design, plot_noise_budget
+from noiseprop.criteria import Design, design, plot_noise_budget
 from noiseprop.noise import KINDS
 
 matplotlib.use("Agg")

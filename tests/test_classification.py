@@ -15,7 +15,7 @@ from conftest import SIGMAS, assert_within
 from torch import nn
 
 from noiseprop import Layer, Network, Noise
-from noiseprop.accuracy import Accuracy, accuracy
+from noiseprop.classification import Accuracy, accuracy
 from noiseprop.curves import accuracy_curve, plot_accuracy_curve
 from noiseprop.datasets import mnist
 
