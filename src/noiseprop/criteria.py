@@ -359,9 +359,7 @@ def plot_noise_budget(design: Design, ax: Axes | None = None) -> Axes:
         The axes.
     """
     if not isinstance(design, Design):
-        raise TypeError(
-            f"design must be a Design (from noiseprop.design); got {type(design).__name__}."
-        )
+        raise TypeError(f"design must be a Design (from noiseprop.design); got {type(design).__name__}.")
     if ax is None:
         import matplotlib.pyplot as plt
 

@@ -165,9 +165,7 @@ def mnist(path: str | Path | None = None, *, verify: bool = True) -> MNIST:
             arrays = _read_npz(path)
             sources = dict.fromkeys(_ARRAYS, str(path))
         elif path.exists():
-            raise ValueError(
-                f"mnist path must be a directory of IDX files or an .npz file; got {path}."
-            )
+            raise ValueError(f"mnist path must be a directory of IDX files or an .npz file; got {path}.")
         else:
             raise FileNotFoundError(
                 f"mnist path {path} does not exist; expected a directory holding "
@@ -206,8 +204,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     missing = [name for name in _ARRAYS if name not in arrays]
     if missing:
         raise ValueError(
-            f"{path} has no array {', '.join(missing)}; an MNIST .npz must hold "
-            f"{', '.join(_ARRAYS)}."
+            f"{path} has no array {', '.join(missing)}; an MNIST .npz must hold {', '.join(_ARRAYS)}."
         )
     return arrays
 
@@ -274,8 +271,7 @@ def _parse_idx(data: bytes, source: str) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(
-            f"{source}: truncated IDX header; {ndim} dimensions need {header} bytes, "
-            f"got {len(data)}."
+            f"{source}: truncated IDX header; {ndim} dimensions need {header} bytes, got {len(data)}."
         )
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -299,8 +295,7 @@ def _check_images(images: object, source: str) -> np.ndarray:
     shape_ok = isinstance(images, np.ndarray) and images.ndim == 2 and images.shape[1] == _PIXELS
     if not shape_ok or images.dtype != np.uint8:
         raise ValueError(
-            f"{source}: images must be a uint8 array of shape (n, {_PIXELS}); "
-            f"got {_describe(images)}."
+            f"{source}: images must be a uint8 array of shape (n, {_PIXELS}); got {_describe(images)}."
         )
     return images
 
@@ -313,8 +308,7 @@ def _check_labels(labels: object, source: str) -> np.ndarray:
     bad = np.flatnonzero(labels >= _CLASSES)
     if bad.size:
         raise ValueError(
-            f"{source}: labels must be in 0..{_CLASSES - 1}; got {labels[bad[0]]} "
-            f"at index {bad[0]}."
+            f"{source}: labels must be in 0..{_CLASSES - 1}; got {labels[bad[0]]} at index {bad[0]}."
         )
     return labels
 
