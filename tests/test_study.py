@@ -12,7 +12,7 @@ from noiseprop.study import StudyConfig, run_study
 TINY = StudyConfig(
     width=6, depth=6, repeats=600, slopes=(0.5, 1.0), accumulation_slopes=(0.5, 1.0), widths=(4, 8),
     width_depth=4, trained_images=8, trained_repeats=200, accuracy_images=40, accuracy_repeats=10,
-    accuracy_intensities=(0.01, 0.3),
+    accuracy_intensities=(0.01, 0.3), mitigation_images=30, mitigation_repeats=10, mitigation_factor=2,
 )  # fmt: skip
 
 
@@ -31,7 +31,7 @@ def test_report_holds_every_figure_and_finding(study):
         assert finding and finding.replace("'", "&#x27;") in page
     assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == len(FIGURES)
     assert 'id="disagreements"' in page
-    for name in ("layers", "slopes", "width", "trained", "accuracy", "disagreements"):
+    for name in ("layers", "slopes", "width", "trained", "accuracy", "mitigation", "disagreements"):
         assert (study.output / "tables" / f"{name}.csv").is_file()
 
 
@@ -44,6 +44,9 @@ def test_findings_are_computed_from_the_data(study):
         study.findings["accumulation"],
     )
     assert re.search(r"AU: N=4→8 changes the average's variance ×0\.\d+", study.findings["width"])
+    assert re.search(
+        r"ghosts \+ pooling x2 lift the simulated accuracy from [\d.]+%", study.findings["mitigation"]
+    )
 
 
 def test_resume_reuses_every_point(study):

@@ -22,6 +22,7 @@ __all__ = [
     "deep_ratio",
     "plot_accumulation",
     "plot_layers",
+    "plot_mitigation",
     "plot_slope_criterion",
     "plot_trained",
     "plot_width",
@@ -173,4 +174,26 @@ def plot_trained(table: pd.DataFrame, kind: str, ax: Axes) -> Axes:
     ax.set_yscale("log")
     ax.set_ylabel("noise variance per neuron")
     ax.set_title(f"{kind}: {KIND_NAMES[kind]}", fontsize=10)
+    return ax
+
+
+def plot_mitigation(table: pd.DataFrame, ax: Axes) -> Axes:
+    """Accuracy of a noisy classifier as it is and mitigated (ghost neurons, pooling, both):
+    simulated (bars ± one standard error) and predicted (diamonds), with the noise-free accuracy and
+    each variant's output SNR in dB."""
+    order = [t for t in ("none", "ghosts", "pool", "ghosts+pool") if t in set(table["transform"])]
+    simulated = table[table["method"] == "montecarlo"].set_index("transform").loc[order]
+    predicted = table[table["method"] == "predicted"].set_index("transform").loc[order]
+    positions = np.arange(len(order))
+    ax.bar(positions, simulated["accuracy"], 0.6, yerr=simulated["stderr"], capsize=3,
+           color="tab:grey", edgecolor="k", lw=0.6, label="simulated")  # fmt: skip
+    ax.plot(positions, predicted["accuracy"], "D", color="tab:blue", label="predicted")
+    ax.axhline(float(simulated["noise_free"].iloc[0]), color="k", ls="--", lw=1, label="noise-free")
+    for x, (_, row) in zip(positions, simulated.iterrows()):
+        ax.annotate(f"SNR {row['output_snr_db']:.1f} dB", (x, row["accuracy"]), ha="center",
+                    va="bottom", xytext=(0, 6), textcoords="offset points", fontsize=8)  # fmt: skip
+    low = float(min(simulated["accuracy"].min(), predicted["accuracy"].min()))
+    ax.set_ylim(max(0.0, low - 0.03), 1.0)
+    ax.set_xticks(positions, ["noisy" if t == "none" else t for t in order])
+    ax.set_ylabel("test accuracy")
     return ax
