@@ -268,10 +268,17 @@ def _remedies(
         widths = set(network.widths)
         if deep is not None and len(widths) == 1:
             values["width"] = max(1, math.ceil(network.widths[0] * values["pooling"] - 1e-9))
-        note = (
-            f"pooling factor {values['pooling']:.4g} brings the output variance to the allowed "
-            f"{allowed:.4g} ({target_snr_db:g} dB), to first order"
-        )
+        if values["pooling"] <= 1:
+            note = (
+                f"the target {target_snr_db:g} dB is met without pooling: the output variance may grow "
+                f"to {allowed:.4g} (the uncorrelated part could be {1 / values['pooling']:.3g} times "
+                "larger), to first order"
+            )
+        else:
+            note = (
+                f"pooling factor {values['pooling']:.4g} brings the output variance to the allowed "
+                f"{allowed:.4g} ({target_snr_db:g} dB), to first order"
+            )
         if "width" in values:
             note += f"; so does the width {values['width']} (weights scaled to keep the function)"
         notes.append(note)
