@@ -2,10 +2,10 @@
 
 Statistical tests take a ``seed`` fixture. By default each runs with one fixed seed; set
 ``NOISEPROP_TEST_SEEDS`` to rerun them over many seeds, e.g. ``NOISEPROP_TEST_SEEDS=0-49 pytest``
-(a range) or ``NOISEPROP_TEST_SEEDS=3,7,11`` (a list). With 4 standard errors as the tolerance, a correct implementation fails about once in
-16,000 comparisons when the standard error is known exactly, and about once in 3,000 when it is a
-batch-means estimate from 32 groups (Student's t with 31 degrees of freedom); tests that rerun many
-comparisons use more groups.
+(a range) or ``NOISEPROP_TEST_SEEDS=3,7,11`` (a list). With 4 standard errors as the tolerance, a
+correct implementation fails about once in 16,000 comparisons when the standard error is known
+exactly, and about once in 3,000 when it is a batch-means estimate from 32 groups (Student's t with
+31 degrees of freedom); tests that rerun many comparisons use more groups.
 """
 
 from __future__ import annotations
