@@ -143,3 +143,9 @@ ProgressOption = Annotated[
 SigmasOption = Annotated[
     float, typer.Option(help="Standard errors within which prediction and simulation agree.")
 ]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Run on a local Dask cluster of this many worker processes.")
+]
+SchedulerOption = Annotated[
+    str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
+]

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from noiseprop.cli._app import app
-from noiseprop.cli._options import JsonOption, ProgressOption, SeedOption, reported_as
+from noiseprop.cli._options import (
+    JsonOption,
+    ProgressOption,
+    SchedulerOption,
+    SeedOption,
+    WorkersOption,
+    reported_as,
+)
 from noiseprop.cli._output import print_json, records
 
 
@@ -21,12 +28,8 @@ def study(
         bool, typer.Option("--full", help="Research scale (wide, deep, many repeats): for a cluster.")
     ] = False,
     seed: SeedOption = 0,
-    workers: Annotated[
-        int | None, typer.Option(help="Run on a local Dask cluster of this many worker processes.")
-    ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
-    ] = None,
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted study.")] = False,
     progress: ProgressOption = True,
     as_json: JsonOption = False,

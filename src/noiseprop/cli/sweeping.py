@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from noiseprop.cli._app import app
-from noiseprop.cli._options import fail, reported_as
+from noiseprop.cli._options import (
+    JsonOption,
+    ProgressOption,
+    SchedulerOption,
+    WorkersOption,
+    fail,
+    reported_as,
+)
 from noiseprop.cli._output import print_json, print_notes, records
 
 
@@ -64,17 +71,11 @@ def sweep(
         typer.Option("--set", help="A fixed parameter NAME=VALUE (a one-value grid); repeatable."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Sweep seed; every point's seed derives from it.")] = 0,
-    workers: Annotated[
-        int | None, typer.Option(help="Run on a local Dask cluster of this many worker processes.")
-    ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
-    ] = None,
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --output.")] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
-    ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    progress: ProgressOption = True,
+    as_json: JsonOption = False,
 ) -> None:
     """Run an experiment over a grid of parameters on Dask; results go to OUTPUT/results.parquet.
 
