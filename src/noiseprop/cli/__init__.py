@@ -1,9 +1,9 @@
 """The ``noiseprop`` command line: a thin adapter over the library (STYLE.md habit 13).
 
-``noiseprop predict`` calls :func:`noiseprop.propagate`, ``noiseprop simulate`` calls
-:func:`noiseprop.simulate`, ``noiseprop compare`` calls both and
-:meth:`noiseprop.NoiseStatistics.compare`. Each command parses its options, builds the network, the
-noise specification and the inputs, calls the library and prints a rich table, or JSON with ``--json``.
+One module per group of commands: ``propagation`` (predict, simulate, compare), ``training`` (train,
+accuracy, accuracy-curve), ``design``, ``mitigation`` (mitigate), ``sweeping`` (sweep) and
+``studying`` (study). Each command parses its options, builds a configuration, calls one library
+function and prints a rich table, or JSON with ``--json``.
 
 Heavy imports (torch, numpy, pandas, rich and the noiseprop modules that import torch) happen inside
 the command bodies, so ``noiseprop --help`` is instant.
@@ -14,14 +14,16 @@ with code 2, the exit code of click's own usage errors.
 
 from __future__ import annotations
 
-from noiseprop.cli import (  # noqa: F401  (importing a command module registers its commands)
-    design,
-    mitigation,
-    propagation,
-    studying,
-    sweeping,
-    training,
-)
+# Importing a command module registers its commands; the order here is their order in --help.
+# isort: off
+from noiseprop.cli import propagation  # noqa: F401
+from noiseprop.cli import training  # noqa: F401
+from noiseprop.cli import design  # noqa: F401
+from noiseprop.cli import mitigation  # noqa: F401
+from noiseprop.cli import sweeping  # noqa: F401
+from noiseprop.cli import studying  # noqa: F401
+
+# isort: on
 from noiseprop.cli._app import app
 
 __all__ = ["app", "main"]
