@@ -37,3 +37,9 @@ test-slow: install
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+
+## Benchmarks (issue 6): prints every ratio and rewrites BENCHMARKS.md; `make bench BENCH_ARGS=--quick`
+## for a smoke run. The aihwkit comparison needs `bash benchmarks/setup_aihwkit.sh` first (optional).
+.PHONY: bench
+bench: install
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
