@@ -13,7 +13,6 @@ from noiseprop.cli._options import (
     JsonOption,
     LayersOption,
     NoiseOption,
-    ProgressOption,
     SeedOption,
     choice,
     fail,
@@ -221,7 +220,6 @@ def accuracy_curve(
     repeats: RepeatsOption = 100,
     points: PointsOption = 4096,
     seed: SeedOption = 0,
-    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Accuracy against the intensity of each kind of noise, predicted and simulated, as a figure."""
