@@ -122,7 +122,7 @@ def symmetric_layers(
 ) -> pd.DataFrame:
     """Per-layer noise of a symmetric network (SCIENCE.md section 2) with one kind of noise on every
     layer: one row per layer and method (``montecarlo`` and each prediction method), columns
-    ``layer, method, mean, variance, variance_stderr, snr_db``.
+    ``input_value, layer, method, mean, variance, variance_stderr, snr_db``.
 
     ``input="fixed"`` feeds the activation's fixed point (:func:`fixed_point`), so every layer works
     at the same operating point. ``readout=True`` appends a noise-free linear neuron that averages the

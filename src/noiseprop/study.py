@@ -1,8 +1,8 @@
 """The study: the experiments that make the research's case, run as sweeps, with computed findings.
 
-:func:`run_study` runs seven sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
-interruption and record failures), draws one figure per finding (:mod:`noiseprop.figures`) and
-writes the report (:mod:`noiseprop.report`):
+:func:`run_study` runs six sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
+interruption and record failures), draws seven figures, one per finding (:mod:`noiseprop.figures`;
+``accumulation`` is drawn from the ``slopes`` sweep), and writes the report (:mod:`noiseprop.report`):
 
 1. ``layers``: variance per layer for each kind of noise in three symmetric networks (linear slope 1,
    linear slope 0.8, standard sigmoid), simulation against the closed form of SCIENCE.md section 2;
