@@ -83,6 +83,7 @@ def test_killed_sweep_resumes_without_redoing_or_losing_points(tmp_path):
     assert resumed.computed == 12 - len(before)
     after = {path.name: path.stat().st_mtime_ns for path in points.glob("*.parquet")}
     assert len(after) == 12 and all(after[name] == time_ for name, time_ in before.items())
+    assert not list(points.glob(".*.tmp"))  # a file killed mid-write is removed, never counted
     assert resumed.table["point"].value_counts().eq(4).all()  # each point once: 2 layers x 2 methods
     whole = sweep("symmetric", SLOW_GRID, output=tmp_path / "whole", seed=5)
     pd.testing.assert_frame_equal(_sorted(resumed.table), _sorted(whole.table))

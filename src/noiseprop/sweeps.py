@@ -155,6 +155,8 @@ def sweep(
     manifest = {"experiment": name, "grid": {k: list(v) for k, v in grid.items()}, "seed": seed}
     _prepare_output(path, manifest, resume)
 
+    for stale in (path / "points").glob(".*.tmp"):  # left by a process killed mid-write
+        stale.unlink()
     done = {file.stem for file in (path / "points").glob("*.parquet")}
     todo = [(point_id(p), p) for p in points if point_id(p) not in done]
     finished = len(points) - len(todo)
@@ -292,7 +294,8 @@ def _write_point(path: Path, outcome: dict[str, Any]) -> None:
                 )
         frame["point"] = identifier
         frame["seed"] = outcome["seed"]
-        temporary = path / "points" / f".{identifier}.tmp.parquet"
+        # not *.parquet: a file killed mid-write must never count as a finished point
+        temporary = path / "points" / f".{identifier}.parquet.tmp"
         frame.to_parquet(temporary, index=False)
         os.replace(temporary, path / "points" / f"{identifier}.parquet")
         (path / "failures" / f"{identifier}.json").unlink(missing_ok=True)
