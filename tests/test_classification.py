@@ -315,9 +315,32 @@ def test_accuracy_rejects_bad_arguments(classifier, test_set, change, error, mes
         accuracy(classifier, Noise(AU=0.1), **arguments)
 
 
-def test_accuracy_rejects_a_torch_module_for_a_network(test_set):
-    with pytest.raises(TypeError, match="network must be a Network; got Sequential"):
-        accuracy(nn.Sequential(), Noise(), *test_set)
+def test_accuracy_of_a_torch_model_equals_its_dense_network(classifier, test_set, seed):
+    """The same classifier as a torch model (noise at its activation modules) and as a dense
+    network: the noise-free accuracies are equal, and the simulated accuracies agree within the
+    standard error of their difference (independent seeds)."""
+    images, labels = test_set
+    noise = Noise(AU=0.1, MC=0.05)
+    dense = accuracy(classifier, noise, images, labels, repeats=64, seed=seed)
+    model = accuracy(classifier.to_torch(), noise, images, labels, repeats=64, seed=seed + 1)
+    assert model.noise_free == dense.noise_free
+    assert dense.accuracy < dense.noise_free - 0.01  # the noise matters here
+    assert_within(model.accuracy, dense.accuracy, math.hypot(model.stderr, dense.stderr))
+
+
+def test_accuracy_of_a_torch_model_bad_input(test_set):
+    images, labels = test_set
+    with pytest.raises(TypeError, match="network must be a Network or a torch.nn.Module classifier"):
+        accuracy("net", Noise(), images, labels)
+    model = nn.Sequential(nn.Linear(784, 10), nn.ReLU())
+    with pytest.raises(ValueError, match="method='predicted' needs a dense Network"):
+        accuracy(model, Noise(), images, labels, method="predicted")
+    with pytest.raises(ValueError, match=r"must output \(B, K\) class scores; got output shape"):
+        accuracy(nn.Sequential(nn.Unflatten(1, (28, 28)), nn.ReLU()), Noise(), images, labels)
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\)"):
+        accuracy(nn.Sequential(nn.Linear(784, 3), nn.ReLU()), Noise(), images, labels)
+    with pytest.raises(ValueError, match="sites apply to a torch model"):
+        accuracy(Network.random([784, 10], "linear"), Noise(), images, labels, sites="x")
 
 
 BAD_CURVE_ARGUMENTS = [

@@ -233,7 +233,7 @@ SMALL = ("--width", "10", "--depth", "3")
     [
         (("predict", *SMALL, "--noise", "XX=1e-3"), "--noise", "unknown kind"),
         (("predict", *SMALL, "--noise", "AU=-1"), "--noise", ">= 0"),
-        (("predict", *SMALL, "--activation", "softplus"), "--activation", "softplus"),
+        (("predict", *SMALL, "--activation", "no-such"), "--activation", "no-such"),
         (("predict", "--network", "{net}", "--width", "5"), "--network", "not both"),
         (("predict", *SMALL, "--layers", "7"), "--layers", "from 1 to 3"),
         (("predict", *SMALL, "--layers", "2-x"), "--layers", "'all', 'hidden', 'output'"),

@@ -11,8 +11,9 @@ import torch
 from conftest import assert_within
 
 from noiseprop import Layer, Network, Noise, propagate, sample, simulate
+from noiseprop._streaming import chunks as _chunks
 from noiseprop.activations import Activation, Linear, ReLU, Sigmoid, Tanh
-from noiseprop.montecarlo import _activate_, _chunks
+from noiseprop.montecarlo import _activate_
 
 X = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4)
 

@@ -26,6 +26,7 @@ def test_prediction_frame_is_tidy():
     frame = propagate(NET, NOISE, X).to_frame()
     assert list(frame.columns) == [
         "layer",
+        "site",
         "neuron",
         "input",
         "mean",
@@ -50,6 +51,7 @@ def test_simulation_frame_and_summary_carry_standard_errors():
     summary = stats.summary()
     assert list(summary.columns) == [
         "layer",
+        "site",
         "neurons",
         "mean",
         "variance",
@@ -93,10 +95,12 @@ def test_compare_errors():
 
 def test_public_api_is_pinned():
     assert noiseprop.__all__ == [
-        "Accuracy", "Activation", "Comparison", "Design", "KINDS", "Layer", "LayerStatistics",
-        "Linear", "Network", "Noise", "NoiseStatistics", "ReLU", "Sigmoid", "Tanh", "TrainConfig",
-        "accuracy", "add_ghosts", "compare", "design", "parse_activation", "pool", "propagate",
-        "register_activation", "sample", "simulate", "sweep", "train", "__version__",
+        "Accuracy", "Activation", "Comparison", "Design", "ELU", "GELU", "GELUTanh", "Hardtanh",
+        "KINDS", "Layer", "LayerStatistics", "LeakyReLU", "Linear", "Network", "Noise",
+        "NoiseStatistics", "NoisySites", "ReLU", "Sigmoid", "Softplus", "Tanh", "TrainConfig",
+        "accuracy", "add_ghosts", "compare", "design", "find_sites", "load_model", "noisy",
+        "parse_activation", "pool", "propagate", "register_activation", "sample", "simulate",
+        "sweep", "train", "__version__",
     ]  # fmt: skip
     for name in noiseprop.__all__:
         assert getattr(noiseprop, name) is not None

@@ -11,6 +11,7 @@ from conftest import SIGMAS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import noiseprop
 from noiseprop import Network, Noise
 from noiseprop import training as training_module
 from noiseprop.activations import Linear, Sigmoid, Tanh
@@ -54,7 +55,11 @@ _BAD_FIELDS = [
     ({"hidden": 100}, TypeError, r"TrainConfig\.hidden must be a tuple"),
     ({"hidden": (100, 0)}, ValueError, r"TrainConfig\.hidden\[1\] must be an integer >= 1; got 0\."),
     ({"hidden": (10.0,)}, TypeError, r"TrainConfig\.hidden\[0\] must be an integer >= 1; got float"),
-    ({"activation": "softplus"}, ValueError, r"TrainConfig\.activation must be an activation such"),
+    (
+        {"activation": "no-such-activation"},
+        ValueError,
+        r"TrainConfig\.activation must be an activation such",
+    ),
     ({"activation": "sigmoid:gain=-1"}, ValueError, r"TrainConfig\.activation .*Sigmoid\.gain"),
     ({"activation": "sigmoid:gain"}, ValueError, r"TrainConfig\.activation .*malformed"),
     ({"activation": 3}, TypeError, r"TrainConfig\.activation must be a string .*; got int 3\."),
@@ -117,7 +122,7 @@ _FIELDS = {
             lambda v: (v, True)
         ),
         st.sampled_from(
-            ["softplus", "sigmoid:gain=-1", "tanh:gain=0", "linear:slope", "relu:x=1", 3]
+            ["no-such-activation", "sigmoid:gain=-1", "tanh:gain=0", "linear:slope", "relu:x=1", 3]
         ).map(lambda v: (v, False)),
         st.text(max_size=12).map(lambda v: (v, None)),
     ),
@@ -228,18 +233,19 @@ def test_sgd_with_a_constant_rate_learns(data):
     ],
 )
 def test_the_noisy_training_pass_is_the_monte_carlo_noisy_pass(noise, test_split):
-    """With the same seed, the training pass draws exactly the noise that
-    :func:`noiseprop.montecarlo.sample` draws for one repeat, in every layer and at the same point
-    (before/after the activation), so the two outputs agree to float64 rounding."""
+    """With the same seed, the training pass (noise sites on the torch model) draws exactly the
+    noise that :func:`noiseprop.montecarlo.sample` draws for one repeat, in every layer and at the
+    same point (before/after the activation), so the two outputs agree to float64 rounding."""
     network = Network.random([784, 20, 15, 10], ["sigmoid", "tanh", "linear"], seed=3)
     images = test_split[0][:50].to(torch.float64)
     with torch.random.fork_rng(devices=[]):
         model = network.to_torch(dtype=torch.float64)
     generator = torch.Generator().manual_seed(11)
-    noisy = training_module._noisy_logits(model, images, noise, generator)
+    with noiseprop.noisy(model, noise, generator=generator):  # what train() does
+        noisy = model(images)
     reference = sample(network, noise, images, repeats=1, seed=11, dtype="float64")[0]
     torch.testing.assert_close(noisy, reference, rtol=1e-12, atol=1e-12)
-    clean = training_module._noisy_logits(model, images, None, generator)
+    clean = model(images)  # the hooks are gone
     assert (noisy - clean).abs().max() > 1e-2  # the noise is there
     torch.testing.assert_close(clean, network.forward(images)[-1][1], rtol=1e-12, atol=1e-12)
 

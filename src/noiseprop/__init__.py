@@ -23,6 +23,12 @@ _EXPORTS = {
     "Linear": "noiseprop.activations",
     "Tanh": "noiseprop.activations",
     "ReLU": "noiseprop.activations",
+    "LeakyReLU": "noiseprop.activations",
+    "GELU": "noiseprop.activations",
+    "GELUTanh": "noiseprop.activations",
+    "Softplus": "noiseprop.activations",
+    "ELU": "noiseprop.activations",
+    "Hardtanh": "noiseprop.activations",
     "register_activation": "noiseprop.activations",
     "parse_activation": "noiseprop.activations",
     "Layer": "noiseprop.network",
@@ -43,16 +49,26 @@ _EXPORTS = {
     "TrainConfig": "noiseprop.training",
     "train": "noiseprop.training",
     "sweep": "noiseprop.sweeps",
+    "noisy": "noiseprop.sites",
+    "NoisySites": "noiseprop.sites",
+    "find_sites": "noiseprop.sites",
+    "load_model": "noiseprop.model_files",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from noiseprop.activations import (
+        ELU,
+        GELU,
         Activation,
+        GELUTanh,
+        Hardtanh,
+        LeakyReLU,
         Linear,
         ReLU,
         Sigmoid,
+        Softplus,
         Tanh,
         parse_activation,
         register_activation,
@@ -61,10 +77,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from noiseprop.classification import Accuracy, accuracy
     from noiseprop.criteria import Design, design
     from noiseprop.mitigation import add_ghosts, pool
+    from noiseprop.model_files import load_model
     from noiseprop.montecarlo import sample, simulate
     from noiseprop.network import Layer, Network
     from noiseprop.noise import KINDS, Noise
     from noiseprop.results import Comparison, LayerStatistics, NoiseStatistics, compare
+    from noiseprop.sites import NoisySites, find_sites, noisy
     from noiseprop.sweeps import sweep
     from noiseprop.training import TrainConfig, train
 

@@ -15,20 +15,22 @@ their argmax. For an image of class ``c`` the prediction is right when ``y_c > y
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from noiseprop._inputs import as_dtype
 from noiseprop._validation import check_choice, check_nonnegative, check_positive_int
 from noiseprop.analytic import propagate
+from noiseprop.model_montecarlo import as_model_inputs, model_outputs
 from noiseprop.montecarlo import sample
 from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
+from noiseprop.sites import SiteSelector
 
 if TYPE_CHECKING:
     pass
@@ -110,11 +112,12 @@ class Accuracy:
 
 
 def accuracy(
-    network: Network,
-    noise: NoiseSpec,
+    network: Network | nn.Module,
+    noise: NoiseSpec | Mapping[str, Noise],
     images: Any,
     labels: Any,
     *,
+    sites: SiteSelector = None,
     method: Literal["montecarlo", "predicted"] = "montecarlo",
     repeats: int = 100,
     points: int = 4096,
@@ -172,11 +175,17 @@ def accuracy(
     the output layer multiplies Gaussian signals (skewed, heavy-tailed outputs); ReLU kinks cut
     the distribution. Check a prediction against ``method="montecarlo"`` before relying on it.
 
+    Any classifier model: ``network`` may be any ``torch.nn.Module`` whose output is ``(B, K)``
+    class scores, with its noise at ``sites`` (:mod:`noiseprop.sites`), run in eval mode; only
+    ``method="montecarlo"`` applies to it (the analytic prediction needs a dense network).
+
     Args:
-        network: a classifier; its last layer has ``K`` outputs, one per class.
+        network: a classifier; its last layer has ``K`` outputs, one per class. Or any
+            ``torch.nn.Module`` classifier.
         noise: a :class:`~noiseprop.noise.Noise` for every layer, one per layer, or
-            ``{layer: Noise}``.
-        images: ``(B, input_size)`` inputs.
+            ``{layer: Noise}`` (for a model: per site, or ``{site pattern: Noise}``).
+        images: ``(B, input_size)`` inputs (for a model, a batch as the model takes it).
+        sites: a model's noise sites (default: its activation modules); not for a network.
         labels: ``(B,)`` integer classes in ``[0, K)``.
         method: ``"montecarlo"`` (default) or ``"predicted"``.
         repeats: noise draws per image (``montecarlo``, >= 2).
@@ -212,27 +221,49 @@ def accuracy(
         >>> abs(simulated.accuracy - 0.659083) < 4 * simulated.stderr
         True
     """
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be a Network; got {type(network).__name__}.")
+    if not isinstance(network, (Network, nn.Module)):
+        raise TypeError(
+            f"network must be a Network or a torch.nn.Module classifier; got {type(network).__name__}."
+        )
     check_choice("method", method, METHODS)
-    noises = per_layer(noise, network.depth)
-    x, target = _check_data(network, images, labels)
     repeats = check_positive_int("repeats", repeats, minimum=2)
     points = _check_points(points)
     seed = _check_seed(seed)
     dtype = as_dtype(dtype)
     device = torch.device(device)
     batch_size = check_positive_int("batch_size", batch_size)
-    x, target = x.to(device), target.to(device)
-
-    chunks = [
-        (x[start : start + batch_size], target[start : start + batch_size])
-        for start in range(0, len(x), batch_size)
-    ]
-    right = torch.cat([network.forward(part)[-1][1].argmax(-1) == classes for part, classes in chunks])
-    noise_free = float(right.double().mean())
+    if isinstance(network, nn.Module):
+        if method != "montecarlo":
+            raise ValueError(
+                "method='predicted' needs a dense Network (the Gaussian prediction rests on its "
+                "covariance recursion); for a torch model use method='montecarlo'."
+            )
+        noises: Any = noise
+        x = as_model_inputs(images, dtype=torch.float64, device=torch.device("cpu"))
+        scores = model_outputs(network, x, dtype=dtype, device=device, batch_size=batch_size)
+        if scores.ndim != 2:
+            raise ValueError(
+                "a classifier model must output (B, K) class scores; got output shape "
+                f"{tuple(scores.shape)}."
+            )
+        target = _check_labels(labels, len(x), int(scores.shape[1]))
+        x, target = x.to(device), target.to(device)
+        noise_free = float((scores.argmax(-1) == target).double().mean())
+    else:
+        _no_sites(sites)
+        noises = per_layer(noise, network.depth)
+        x, target = _check_data(network, images, labels)
+        x, target = x.to(device), target.to(device)
+        chunks = [
+            (x[start : start + batch_size], target[start : start + batch_size])
+            for start in range(0, len(x), batch_size)
+        ]
+        right = torch.cat(
+            [network.forward(part)[-1][1].argmax(-1) == classes for part, classes in chunks]
+        )
+        noise_free = float(right.double().mean())
     if method == "montecarlo":
-        per_image = _simulated(network, noises, x, target, repeats, seed, dtype, device)
+        per_image = _simulated(network, noises, x, target, repeats, seed, dtype, device, sites)
         count = len(x)
         variance = (per_image * (1 - per_image)).sum() / (repeats - 1) / count**2
         return Accuracy(
@@ -279,16 +310,29 @@ def _check_data(network: Network, images: Any, labels: Any) -> tuple[Tensor, Ten
     x = x.to(device="cpu", dtype=torch.float64)
     if not torch.isfinite(x).all():
         raise ValueError("images must be finite; got NaN or infinite values.")
+    return x.contiguous(), _check_labels(labels, len(x), classes)
+
+
+def _no_sites(sites: Any) -> None:
+    if sites is not None:
+        raise ValueError(
+            "sites apply to a torch model; a Network's sites are its layers (choose the noisy ones "
+            "with a noise mapping {layer: Noise})."
+        )
+
+
+def _check_labels(labels: Any, count: int, classes: int) -> Tensor:
+    """``labels`` as int64 ``(count,)`` in ``[0, classes)``."""
     try:
         target = torch.as_tensor(labels).detach()
     except (TypeError, ValueError, RuntimeError) as error:
         raise TypeError(
-            f"labels must be an array of {len(x)} integers in [0, {classes}); got "
+            f"labels must be an array of {count} integers in [0, {classes}); got "
             f"{type(labels).__name__}."
         ) from error
-    if target.ndim != 1 or target.shape[0] != x.shape[0]:
+    if target.ndim != 1 or target.shape[0] != count:
         raise ValueError(
-            f"labels must have shape ({len(x)},), one per image; got shape {tuple(target.shape)}."
+            f"labels must have shape ({count},), one per image; got shape {tuple(target.shape)}."
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"labels must be integers in [0, {classes}); got dtype {target.dtype}.")
@@ -300,7 +344,7 @@ def _check_data(network: Network, images: Any, labels: Any) -> tuple[Tensor, Ten
             f"labels must be integers in [0, {classes}) (one per output of the network); got "
             f"{int(target[first])} at index {first}."
         )
-    return x.contiguous(), target
+    return target
 
 
 def _check_points(points: Any) -> int:
@@ -329,14 +373,15 @@ def _derived_seed(*entropy: int) -> int:
 
 # -------------------------------------------------------------------------------- simulation
 def _simulated(
-    network: Network,
-    noises: tuple[Noise, ...],
+    network: Network | nn.Module,
+    noises: Any,
     x: Tensor,
     target: Tensor,
     repeats: int,
     seed: int,
     dtype: torch.dtype,
     device: torch.device,
+    sites: SiteSelector = None,
 ) -> Tensor:
     """Per-image fraction of right draws, in blocks of ``IMAGE_BLOCK`` images x ``REPEAT_BLOCK``
     repeats, each block with its own seed."""
@@ -352,6 +397,7 @@ def _simulated(
                 seed=_derived_seed(seed, block, part),
                 dtype=dtype,
                 device=device,
+                sites=sites,
             )
             right[start:stop] += (outputs.argmax(-1) == target[start:stop]).sum(0)
     return right / repeats

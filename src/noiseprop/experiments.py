@@ -51,11 +51,12 @@ def parameters_of(name: str) -> dict[str, Any]:
     }
 
 
-def _statistics_rows(stats: Any, method: str) -> pd.DataFrame:
+def _statistics_rows(stats: Any, method: str, *, site: bool = False) -> pd.DataFrame:
     summary = stats.summary()
     return pd.DataFrame(
         {
             "layer": summary["layer"],
+            **({"site": summary["site"]} if site else {}),
             "method": method,
             "mean": summary["mean"],
             "variance": summary["variance"],
@@ -149,7 +150,21 @@ def symmetric_layers(
     return frame
 
 
-def _classifier(network: str) -> Any:
+def _classifier(network: str, model: str | None = None, weights: str | None = None) -> Any:
+    """The classifier of an experiment: a dense network (``network``: ``"default"`` or a file) or a
+    torch model (``model``: a spec of :func:`noiseprop.model_files.load_model`, with ``weights``)."""
+    if model is not None:
+        if network != "default":
+            raise ValueError(
+                f"give network or model, not both; got network={network!r} and model={model!r}."
+            )
+        from noiseprop.model_files import load_model
+
+        return load_model(model, weights)
+    if weights is not None:
+        raise ValueError(
+            f"weights are those of a model (give model=...); got weights={weights!r} without model."
+        )
     if network == "default":
         from noiseprop.training import default_network
 
@@ -171,30 +186,50 @@ def trained_layers(
     *,
     seed: int,
     network: str = "default",
+    model: str | None = None,
+    weights: str | None = None,
     kind: str = "AU",
     intensity: float = 1e-3,
     injection: str = "after",
     images: int = 100,
     repeats: int = 2000,
-    methods: str = "covariance,meanfield",
+    methods: str | None = None,
 ) -> pd.DataFrame:
-    """Per-layer noise of a trained MNIST network on the first ``images`` test images, one kind of
-    noise on every layer: rows per layer and method as in ``symmetric``. ``network`` is a file
-    written by ``noiseprop train`` or ``"default"`` (the shipped 784-100-100-10 sigmoid network)."""
+    """Per-layer noise of a trained MNIST classifier on the first ``images`` test images, one kind of
+    noise on every layer: rows per layer and method as in ``symmetric``, with a ``site`` column
+    (the layer number of a dense network, the site name of a model).
+
+    ``network`` is a file written by ``noiseprop train`` or ``"default"`` (the shipped 784-100-100-10
+    sigmoid network). Or ``model``, a torch model taking flat ``(batch, 784)`` images
+    (:func:`noiseprop.model_files.load_model`: ``PATH.py:FUNCTION``, ``package.module:FUNCTION`` or
+    ``"cnn"``) with its ``weights`` file, noise at every activation module: rows per site and
+    ``"output"``, Monte Carlo only. ``methods``: the prediction methods, default
+    ``"covariance,meanfield"`` for a network and none for a model (they need a dense network)."""
     from noiseprop.analytic import propagate
     from noiseprop.montecarlo import simulate
     from noiseprop.noise import KINDS, Noise
 
     check_choice("kind", kind, KINDS)
-    classifier = _classifier(network)
+    if model is not None and methods:
+        raise ValueError(
+            f"methods {methods!r} are predictions, which need a dense network; for model={model!r} "
+            "leave methods unset (Monte Carlo only)."
+        )
+    classifier = _classifier(network, model, weights)
     pixels, _ = _test_images(images)
     noise = Noise(**{kind: intensity}, injection=injection)
-    frames = [
-        _statistics_rows(simulate(classifier, noise, pixels, repeats=repeats, seed=seed), "montecarlo")
-    ]
-    for method in filter(None, (item.strip() for item in methods.split(","))):
-        frames.append(_statistics_rows(propagate(classifier, noise, pixels, method=method), method))
+    stats = simulate(classifier, noise, pixels, repeats=repeats, seed=seed)
+    frames = [_statistics_rows(stats, "montecarlo", site=True)]
+    for method in _methods(methods, "" if model is not None else "covariance,meanfield"):
+        predicted = propagate(classifier, noise, pixels, method=method)
+        frames.append(_statistics_rows(predicted, method, site=True))
     return pd.concat(frames, ignore_index=True)
+
+
+def _methods(methods: str | None, default: str) -> list[str]:
+    return [
+        item.strip() for item in (default if methods is None else methods).split(",") if item.strip()
+    ]
 
 
 @experiment("accuracy")
@@ -202,23 +237,29 @@ def accuracy_under_noise(
     *,
     seed: int,
     network: str = "default",
+    model: str | None = None,
+    weights: str | None = None,
     kind: str = "AU",
     intensity: float = 1e-2,
     images: int = 1000,
     repeats: int = 100,
     points: int = 4096,
-    methods: str = "predicted,montecarlo",
+    methods: str | None = None,
 ) -> pd.DataFrame:
     """Accuracy of a trained MNIST classifier under one kind of noise on every layer: one row per
-    method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.classification.accuracy`)."""
+    method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.classification.accuracy`).
+
+    ``network`` or ``model`` and ``weights`` as in ``trained`` (a model's noise acts at every
+    activation module). ``methods``: default ``"predicted,montecarlo"`` for a network and
+    ``"montecarlo"`` for a model (``predicted`` needs a dense network)."""
     from noiseprop.classification import accuracy
     from noiseprop.noise import KINDS, Noise
 
     check_choice("kind", kind, KINDS)
-    classifier = _classifier(network)
+    classifier = _classifier(network, model, weights)
     pixels, labels = _test_images(images)
     rows = []
-    for method in filter(None, (item.strip() for item in methods.split(","))):
+    for method in _methods(methods, "montecarlo" if model is not None else "predicted,montecarlo"):
         result = accuracy(
             classifier, Noise(**{kind: intensity}), pixels, labels, method=method,
             repeats=repeats, points=points, seed=seed,

@@ -27,64 +27,38 @@ device type, and on nothing else (the default chunk is a function of the network
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from noiseprop._inputs import as_dtype, as_inputs
+from noiseprop._streaming import Accumulator, Workspace, chunk_repeats, chunks
 from noiseprop._validation import check_positive_int
 from noiseprop.activations import Activation, Linear, ReLU, Sigmoid, Tanh
+from noiseprop.model_montecarlo import sample_model, simulate_model
 from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
-from noiseprop.results import LayerStatistics, NoiseStatistics
+from noiseprop.results import NoiseStatistics
+from noiseprop.sites import SiteSelector, add_noise
 
-__all__ = ["add_noise", "sample", "simulate"]
-
-_CHUNK_BYTES = 2**22  # one chunk's widest (repeats, batch, width) tensor: 4 MiB (BENCHMARKS.md)
-_CHUNK_REPEATS, _CHUNK_BYTES_MAX = 8, 2**25  # ... but 8 repeats while that stays within 32 MiB
+__all__ = ["sample", "simulate"]
 
 
 def default_chunk(network: Network, batch: int, dtype: torch.dtype) -> int:
-    """Repeats per chunk: the widest ``(repeats, batch, width)`` tensor fits ``_CHUNK_BYTES``, but a
-    chunk holds at least ``_CHUNK_REPEATS`` repeats while that tensor fits ``_CHUNK_BYTES_MAX``
-    (with many inputs, one-repeat chunks spend more on the float64 sums than on the network)."""
-    itemsize = torch.finfo(dtype).bits // 8
-    per_repeat = itemsize * batch * max(network.widths)
-    return max(1, _CHUNK_BYTES // per_repeat, min(_CHUNK_REPEATS, _CHUNK_BYTES_MAX // per_repeat))
-
-
-def _chunks(repeats: int, groups: int, chunk: int) -> Iterator[tuple[int, int, bool]]:
-    """The chunks of a simulation, as ``(repeats, whole_groups, closes_a_group)``.
-
-    The repeats form ``groups`` consecutive groups whose sizes differ by at most one. A group larger
-    than ``chunk`` runs as several chunks (``whole_groups = 0``; the last one closes it); smaller
-    groups of equal size run together, as many as fit in ``chunk`` (``whole_groups = k``), so that
-    small groups do not make small chunks.
-    """
-    small, extra = divmod(repeats, groups)
-    for size, number in ((small + 1, extra), (small, groups - extra)):
-        if number == 0:
-            continue
-        if size <= chunk:
-            together = chunk // size
-            for first in range(0, number, together):
-                count = min(together, number - first)
-                yield count * size, count, False
-        else:
-            for _ in range(number):
-                for start in range(0, size, chunk):
-                    count = min(chunk, size - start)
-                    yield count, 0, start + count == size
+    """Repeats per chunk for a dense network: :func:`noiseprop._streaming.chunk_repeats` for its
+    widest layer."""
+    return chunk_repeats(batch * max(network.widths), dtype)
 
 
 def simulate(
-    network: Network,
-    noise: NoiseSpec,
+    network: Network | nn.Module,
+    noise: NoiseSpec | Mapping[str, Noise],
     inputs: Any,
     *,
+    sites: SiteSelector = None,
     repeats: int = 10_000,
     seed: int = 0,
     dtype: torch.dtype | str = torch.float32,
@@ -96,11 +70,21 @@ def simulate(
 ) -> NoiseStatistics:
     """Run the noisy network ``repeats`` times on every input and measure each layer's noise.
 
+    ``network`` may be a dense :class:`~noiseprop.network.Network` (the fast engine of this module)
+    or any ``torch.nn.Module``, whose noise acts at its *sites* (:mod:`noiseprop.sites`) and which
+    runs in eval mode with the noise attached by :func:`noiseprop.noisy`
+    (:mod:`noiseprop.model_montecarlo`); the statistics are then those of every site, named by its
+    module path, and of the model's output. One result type either way.
+
     Args:
-        network: the network.
-        noise: a :class:`~noiseprop.noise.Noise` for every layer, one per layer, or
-            ``{layer: Noise}`` (see :mod:`noiseprop.noise`).
-        inputs: ``(batch, input_size)`` inputs, one input vector, or one number fed to every input.
+        network: a :class:`~noiseprop.network.Network`, or any ``torch.nn.Module``.
+        noise: a :class:`~noiseprop.noise.Noise` for every layer (site), one per layer (site), or
+            a mapping: ``{layer: Noise}`` for a network, ``{site pattern: Noise}`` for a model
+            (see :mod:`noiseprop.noise` and :func:`noiseprop.sites.site_noises`).
+        inputs: for a network, ``(batch, input_size)`` inputs, one input vector, or one number fed
+            to every input; for a model, a batch ``(batch, ...)`` as the model takes it.
+        sites: a model's noise sites (:func:`noiseprop.find_sites`; default every activation
+            module). Not for a network, whose sites are its layers.
         repeats: noise draws per input (>= 2).
         seed: seed of the random draws.
         dtype: ``float32`` (default) or ``float64`` for the network pass; each chunk's sums are
@@ -124,19 +108,44 @@ def simulate(
         >>> stats = simulate(net, Noise(AU=0.01), 1.0, repeats=100_000, seed=1)
         >>> abs(stats[0].layer_variance - 0.01) < 5 * stats[0].layer_variance_stderr
         True
+
+        Any torch model: a convolution whose every output element gets ``D_AU = 0.01``.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> stats = simulate(model, Noise(AU=0.01), torch.rand(4, 1, 5, 5), repeats=2000)
+        >>> stats.names, stats[0].neuron_shape
+        (('1',), (2, 3, 3))
     """
     repeats = check_positive_int("repeats", repeats, minimum=2)
     groups = check_positive_int("groups", groups, minimum=2)
     chunk = None if chunk is None else check_positive_int("chunk", chunk)
+    if isinstance(network, nn.Module):
+        return simulate_model(
+            network,
+            noise,
+            inputs,
+            sites=sites,
+            repeats=repeats,
+            seed=seed,
+            dtype=dtype,
+            device=device,
+            covariance=covariance,
+            chunk=chunk,
+            groups=groups,
+            progress=progress,
+        )
+    _no_sites(network, sites)
     run = _Setup.build(network, noise, inputs, seed=seed, dtype=dtype, device=device)
     batch = run.batch
     chunk = default_chunk(network, batch, run.dtype) if chunk is None else chunk
     groups = min(groups, repeats // 2)
-    stats = [_Accumulator(batch, width, covariance, run.device) for width in network.widths]
+    stats = [Accumulator(batch, width, covariance, run.device) for width in network.widths]
 
     done = 0
     work = run.workspace(min(chunk, repeats))
-    for count, whole_groups, closes in _chunks(repeats, groups, chunk):
+    for count, whole_groups, closes in chunks(repeats, groups, chunk):
         for index, signal in enumerate(run.noisy_pass(count, work)):
             stats[index].add(signal, run.reference[index][1], work, whole_groups)
         if closes:
@@ -151,10 +160,11 @@ def simulate(
 
 
 def sample(
-    network: Network,
-    noise: NoiseSpec,
+    network: Network | nn.Module,
+    noise: NoiseSpec | Mapping[str, Noise],
     inputs: Any,
     *,
+    sites: SiteSelector = None,
     repeats: int,
     seed: int = 0,
     dtype: torch.dtype | str = torch.float32,
@@ -162,10 +172,13 @@ def sample(
 ) -> Tensor:
     """Noisy outputs of the last layer: a ``(repeats, batch, out_features)`` tensor.
 
+    For a ``torch.nn.Module`` (noise at its ``sites``): the model's noisy outputs, shape
+    ``(repeats, batch, *output_shape)``, in eval mode (:mod:`noiseprop.model_montecarlo`).
+
     The outputs have the distribution that :func:`simulate` measures, but the draws are those of
-    :func:`add_noise`, one per kind (the draws of noise-aware training, so that a training pass and
-    ``sample`` with the same seed give the same numbers); mind the memory (``repeats x batch x
-    width`` values per layer).
+    :func:`noiseprop.sites.add_noise`, one per kind (the draws of noise-aware training, so that a
+    training pass and ``sample`` with the same seed give the same numbers); mind the memory
+    (``repeats x batch x width`` values per layer).
 
     Example:
         Correlated additive noise on the output layer moves every output by the same amount:
@@ -177,6 +190,11 @@ def sample(
         True
     """
     repeats = check_positive_int("repeats", repeats)
+    if isinstance(network, nn.Module):
+        return sample_model(
+            network, noise, inputs, sites=sites, repeats=repeats, seed=seed, dtype=dtype, device=device
+        )
+    _no_sites(network, sites)
     run = _Setup.build(network, noise, inputs, seed=seed, dtype=dtype, device=device)
     signal: Tensor | None = None
     for layer, noise_, (weight, bias), (weighted_clean, signal_clean) in zip(
@@ -188,13 +206,21 @@ def sample(
         else:
             weighted = torch.addmm(bias, signal.reshape(-1, signal.shape[-1]), weight.T).view(shape)
         if noise_.injection == "before":
-            signal = layer.activation(add_noise(weighted, noise_, run.generator))
+            signal = layer.activation(add_noise(weighted, noise_, run.generator, presentation_dims=2))
         elif signal is None:
-            signal = add_noise(signal_clean.expand(shape), noise_, run.generator)
+            signal = add_noise(signal_clean.expand(shape), noise_, run.generator, presentation_dims=2)
         else:
-            signal = add_noise(layer.activation(weighted), noise_, run.generator)
+            signal = add_noise(layer.activation(weighted), noise_, run.generator, presentation_dims=2)
     assert signal is not None
     return signal
+
+
+def _no_sites(network: Any, sites: SiteSelector) -> None:
+    if sites is not None and isinstance(network, Network):
+        raise ValueError(
+            "sites apply to a torch model; a Network's sites are its layers (choose the noisy ones "
+            "with a noise mapping {layer: Noise}), or simulate network.to_torch() with sites."
+        )
 
 
 @dataclass(frozen=True)
@@ -248,31 +274,14 @@ class _Setup:
     def batch(self) -> int:
         return int(self.clean[0][1].shape[0])
 
-    def workspace(self, repeats: int) -> _Workspace:
+    def workspace(self, repeats: int) -> Workspace:
         """Buffers for chunks of up to ``repeats`` repeats."""
-        return _Workspace(repeats * self.batch * max(self.network.widths), self.dtype, self.device)
+        return Workspace(repeats * self.batch * max(self.network.widths), self.dtype, self.device)
 
-    def noisy_pass(self, count: int, work: _Workspace) -> Iterator[Tensor]:
+    def noisy_pass(self, count: int, work: Workspace) -> Iterator[Tensor]:
         return _noisy_pass(
             self.network, self.noises, self.reference, self.weights, count, self.generator, work
         )
-
-
-class _Workspace:
-    """Named flat buffers of ``size`` elements, allocated on first use and reused for every chunk
-    (fresh tensors per operation would cost an allocation and its page faults each time)."""
-
-    def __init__(self, size: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.size, self.dtype, self.device = size, dtype, device
-        self._buffers: dict[str, Tensor] = {}
-
-    def take(self, name: str, shape: tuple[int, ...]) -> Tensor:
-        """A contiguous ``shape`` view of buffer ``name`` (its previous content is overwritten)."""
-        buffer = self._buffers.get(name)
-        if buffer is None:
-            buffer = torch.empty(self.size, dtype=self.dtype, device=self.device)
-            self._buffers[name] = buffer
-        return buffer[: math.prod(shape)].view(shape)
 
 
 def _noisy_pass(
@@ -282,7 +291,7 @@ def _noisy_pass(
     weights: list[tuple[Tensor, Tensor]],
     count: int,
     generator: torch.Generator,
-    work: _Workspace,
+    work: Workspace,
 ) -> Iterator[Tensor]:
     """``count`` noisy repeats of every input, vectorised over ``(count, batch, width)``: yields
     each layer's noisy output in turn, so that a caller can use it before the next layer runs.
@@ -356,7 +365,7 @@ def _additive(out: Tensor, noise: Noise, bias: Tensor, generator: torch.Generato
 
 
 def _noisy(
-    value: Tensor, noise: Noise, generator: torch.Generator, out: Tensor, work: _Workspace
+    value: Tensor, noise: Noise, generator: torch.Generator, out: Tensor, work: Workspace
 ) -> Tensor:
     """``value (1 + xi_MU + xi_MC) + xi_AU + xi_AC`` (SCIENCE.md section 1) written into ``out``,
     which may be ``value`` itself; ``value`` may also be a broadcast ``(batch, width)`` tensor.
@@ -402,114 +411,3 @@ def _noisy(
         else:
             torch.addcmul(value, normal, spread, out=out)
     return out
-
-
-def add_noise(value: Tensor, noise: Noise, generator: torch.Generator) -> Tensor:
-    """``value (1 + xi_MU + xi_MC) + xi_AU + xi_AC`` with fresh draws (SCIENCE.md section 1).
-
-    ``value`` has shape ``(repeats, batch, width)`` (or broadcasts to it); correlated draws have
-    shape ``(repeats, batch, 1)``, one per layer and presentation. Out of place and differentiable
-    in ``value`` (noise-aware training uses it), one draw per kind; :func:`simulate` draws the same
-    distribution in place, with one draw for the two uncorrelated kinds together.
-    """
-    if noise.is_zero:
-        return value
-    count, batch, width = value.shape
-    options = {"dtype": value.dtype, "device": value.device, "generator": generator}
-    result = value
-    if noise.MU or noise.MC:
-        factor = None
-        if noise.MU:
-            factor = torch.randn(count, batch, width, **options).mul_(math.sqrt(noise.MU))
-        if noise.MC:
-            shared = torch.randn(count, batch, 1, **options).mul_(math.sqrt(noise.MC))
-            factor = shared if factor is None else factor.add_(shared)
-        result = torch.addcmul(value, value, factor)
-    if noise.AU:
-        draw = torch.randn(count, batch, width, **options)
-        result = torch.add(result, draw, alpha=math.sqrt(noise.AU))
-    if noise.AC:
-        shared = torch.randn(count, batch, 1, **options)
-        result = torch.add(result, shared, alpha=math.sqrt(noise.AC))
-    return result.expand(count, batch, width)
-
-
-class _Accumulator:
-    """Streaming float64 sums of one layer's deviations, with batch-means standard errors."""
-
-    def __init__(self, batch: int, width: int, covariance: bool, device: torch.device) -> None:
-        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
-        self.count = 0
-        self.total = zeros(batch, width)
-        self.total_sq = zeros(batch, width)
-        self.group_count = 0
-        self.group = zeros(batch, width)
-        self.group_sq = zeros(batch, width)
-        self.group_variance_sum = zeros(batch, width)
-        self.group_variance_sq = zeros(batch, width)
-        self.input_variances: list[Tensor] = []  # per group: (batch,) averages over the neurons
-        self.comoment = zeros(batch, width, width) if covariance else None
-
-    def add(self, signal: Tensor, reference: Tensor, work: _Workspace, whole_groups: int) -> None:
-        """Add a chunk ``(count, batch, width)`` of noisy outputs whose noise-free value is
-        ``reference``: part of the current group (``whole_groups = 0``), or ``whole_groups`` whole
-        groups of equal size. Sums over the chunk are taken in the run dtype, then added in float64."""
-        deviation = torch.sub(signal, reference, out=work.take("deviation", signal.shape))
-        if self.comoment is not None:
-            wide = deviation.to(torch.float64).permute(1, 0, 2)
-            self.comoment += torch.matmul(wide.transpose(1, 2), wide)
-        if whole_groups == 0:
-            self.group_count += deviation.shape[0]
-            self.group += deviation.sum(0)
-            self.group_sq += deviation.square_().sum(0)
-            return
-        size = deviation.shape[0] // whole_groups
-        by_group = deviation.view(whole_groups, size, *deviation.shape[1:])
-        sums = by_group.sum(1)
-        self._close(sums, by_group.square_().sum(1), size)
-
-    def end_group(self) -> None:
-        """Close the group whose chunks :meth:`add` received one by one."""
-        self._close(self.group.unsqueeze(0), self.group_sq.unsqueeze(0), self.group_count)
-        self.group_count = 0
-        self.group.zero_()
-        self.group_sq.zero_()
-
-    def _close(self, sums: Tensor, squares: Tensor, n: int) -> None:
-        """Record ``k`` finished groups of ``n`` repeats each, given their ``(k, batch, width)`` sums
-        of deviations and of squared deviations (converted to float64 here)."""
-        sums, squares = sums.double(), squares.double()
-        variance = torch.addcmul(squares, sums, sums, value=-1.0 / n).div_(n - 1)
-        self.input_variances.extend(variance.mean(-1).unbind(0))
-        self.count += n * sums.shape[0]
-        if sums.shape[0] == 1:  # the common case: one group, no reductions needed
-            sums, squares, variance = sums[0], squares[0], variance[0]
-            self.group_variance_sq.addcmul_(variance, variance)
-        else:
-            self.group_variance_sq += variance.square().sum(0)
-            sums, squares, variance = sums.sum(0), squares.sum(0), variance.sum(0)
-        self.group_variance_sum += variance
-        self.total += sums
-        self.total_sq += squares
-
-    def result(self, signal: Tensor) -> LayerStatistics:
-        n = self.count
-        mean_deviation = self.total / n
-        variance = ((self.total_sq - self.total * mean_deviation) / (n - 1)).clamp_min_(0)
-        groups = len(self.input_variances)
-        group_mean = self.group_variance_sum / groups
-        spread = (self.group_variance_sq - groups * group_mean.square()).clamp_min_(0) / (groups - 1)
-        per_input = torch.stack(self.input_variances)  # (groups, batch)
-        covariance = None
-        if self.comoment is not None:
-            covariance = self.comoment - n * mean_deviation.unsqueeze(-1) * mean_deviation.unsqueeze(-2)
-            covariance /= n - 1
-        return LayerStatistics(
-            mean=signal + mean_deviation,
-            variance=variance,
-            covariance=covariance,
-            mean_stderr=(variance / n).sqrt(),
-            variance_stderr=(spread / groups).sqrt(),
-            input_variance_stderr=per_input.std(0) / math.sqrt(groups),
-            layer_variance_stderr=float(per_input.mean(1).std() / math.sqrt(groups)),
-        )

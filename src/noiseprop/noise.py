@@ -12,6 +12,11 @@ independently for every neuron, the correlated kinds (``AC``, ``MC``) once per l
 With ``injection="before"`` the same noise acts on the weighted input ``x`` instead, and the neuron
 outputs ``f(x * (1 + xi_MU + xi_MC) + xi_AU + xi_AC)``.
 
+An intensity is a number, or (for models with noise sites, :mod:`noiseprop.sites`) a tensor of
+variances broadcastable to the per-presentation shape of the site's output: device-to-device variation
+per neuron or per channel. A correlated kind with a tensor intensity is still one draw per site and
+presentation, scaled element by element: ``xi_AC,i = sqrt(D_AC,i) eta``.
+
 Which layers are noisy, and how much, is a *noise specification*: a single :class:`Noise` (every layer
 of the network, hidden and output, the default of the research), a sequence of one :class:`Noise` per
 layer, or a mapping from layer number (1 = first hidden layer, ``depth`` = output layer) to
@@ -23,9 +28,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from noiseprop._validation import check_choice, check_nonnegative
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["KINDS", "Noise", "NoiseSpec", "per_layer"]
 
@@ -42,15 +50,49 @@ _INJECTIONS = ("after", "before")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
-@dataclass(frozen=True, kw_only=True)
+def _intensity(kind: str, value: Any) -> float | Tensor:
+    """A validated intensity: a float, or a float64 CPU tensor of variances (a 0-d one becomes a
+    float). torch is imported only for a value that is not a plain number."""
+    hint = f"It is the variance of the {_KIND_NAMES[kind]} noise."
+    numpy_scalar = type(value).__module__ == "numpy" and type(value).__name__ != "ndarray"
+    if isinstance(value, (int, float, str)) or value is None or numpy_scalar:
+        return check_nonnegative(f"Noise.{kind}", value, what="variance", hint=hint)
+    import torch
+
+    try:
+        tensor = torch.as_tensor(value).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"Noise.{kind} must be a finite variance >= 0 or a tensor of them; got "
+            f"{type(value).__name__} {value!r}."
+        ) from None
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"Noise.{kind} must hold real variances; got dtype {tensor.dtype}.")
+    tensor = tensor.to(device="cpu", dtype=torch.float64).clone()
+    if tensor.numel() == 0:
+        raise ValueError(f"Noise.{kind} must hold at least one variance; got an empty tensor.")
+    bad = ~torch.isfinite(tensor) | (tensor < 0)
+    if bool(bad.any()):
+        raise ValueError(
+            f"Noise.{kind} must hold finite variances >= 0; got {int(bad.sum())} negative, NaN or "
+            f"infinite entries (first: {float(tensor[bad][0])!r}). {hint}"
+        )
+    if tensor.ndim == 0:
+        return float(tensor)
+    return tensor
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Noise:
-    """Noise intensities of one layer, as variances.
+    """Noise intensities of one layer (or site), as variances.
 
     Attributes:
         AU: variance of the additive uncorrelated noise (independent for every neuron).
         AC: variance of the additive correlated noise (one value shared by the layer).
         MU: variance of the multiplicative uncorrelated noise.
         MC: variance of the multiplicative correlated noise.
+            Each may also be a tensor of variances broadcastable to a site's per-presentation
+            output shape (models with noise sites only; see the module docstring).
         injection: ``"after"`` the activation function (the default, SCIENCE.md section 1) or
             ``"before"`` it, on the weighted input.
 
@@ -63,22 +105,40 @@ class Noise:
         'AC=0.002'
     """
 
-    AU: float = 0.0
-    AC: float = 0.0
-    MU: float = 0.0
-    MC: float = 0.0
+    AU: float | Tensor = 0.0
+    AC: float | Tensor = 0.0
+    MU: float | Tensor = 0.0
+    MC: float | Tensor = 0.0
     injection: Literal["after", "before"] = "after"
 
     def __post_init__(self) -> None:
         for kind in KINDS:
-            value = check_nonnegative(
-                f"Noise.{kind}",
-                getattr(self, kind),
-                what="variance",
-                hint=f"It is the variance of the {_KIND_NAMES[kind]} noise.",
-            )
-            object.__setattr__(self, kind, value)
+            object.__setattr__(self, kind, _intensity(kind, getattr(self, kind)))
         check_choice("Noise.injection", self.injection, _INJECTIONS)
+
+    def _key(self) -> tuple[object, ...]:
+        """The fields, with a tensor intensity as ``(shape, values)``: for ``==`` and ``hash``."""
+        return tuple(
+            (tuple(value.shape), tuple(value.flatten().tolist())) if self._is_tensor(value) else value
+            for value in (getattr(self, kind) for kind in KINDS)
+        ) + (self.injection,)
+
+    @staticmethod
+    def _is_tensor(value: object) -> bool:
+        return not isinstance(value, float)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Noise):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def is_scalar(self) -> bool:
+        """True when every intensity is a number (no tensor of per-element variances)."""
+        return all(isinstance(getattr(self, kind), float) for kind in KINDS)
 
     @classmethod
     def parse(cls, text: str) -> Noise:
@@ -127,16 +187,25 @@ class Noise:
             values[name] = value
         return cls(**values)  # type: ignore[arg-type]
 
+    def __repr__(self) -> str:
+        values = ", ".join(f"{kind}={_show(getattr(self, kind), repr)}" for kind in KINDS)
+        return f"Noise({values}, injection={self.injection!r})"
+
     def __str__(self) -> str:
-        items = [f"{kind}={getattr(self, kind):g}" for kind in KINDS if getattr(self, kind) > 0]
+        items = [f"{kind}={_show(getattr(self, kind), format)}" for kind in KINDS if self.has(kind)]
         if self.injection != "after":
             items.append(f"injection={self.injection}")
         return ",".join(items) if items else "none"
 
+    def has(self, kind: str) -> bool:
+        """True when the intensity of ``kind`` is nonzero (anywhere, for a tensor)."""
+        value = getattr(self, kind)
+        return bool(value > 0) if isinstance(value, float) else bool((value > 0).any())
+
     @property
     def is_zero(self) -> bool:
         """True when every intensity is zero."""
-        return all(getattr(self, kind) == 0 for kind in KINDS)
+        return not any(self.has(kind) for kind in KINDS)
 
     def only(self, kind: str) -> Noise:
         """This noise with every kind but ``kind`` switched off."""
@@ -158,8 +227,20 @@ class Noise:
         return {int(layer): self for layer in layers}
 
     def as_dict(self) -> dict[str, object]:
-        """The fields as a plain dictionary (for JSON)."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        """The fields as a plain dictionary (for JSON; a tensor intensity as nested lists)."""
+        return {
+            field.name: value.tolist() if self._is_tensor(value) and field.name in KINDS else value
+            for field in fields(self)
+            for value in (getattr(self, field.name),)
+        }
+
+
+def _show(value: float | Tensor, form: Any) -> str:
+    """A number as ``form`` shows it (``repr`` or ``format(x, 'g')``); a tensor by shape and range."""
+    if isinstance(value, float):
+        return repr(value) if form is repr else format(value, "g")
+    low, high = float(value.min()), float(value.max())
+    return f"tensor{tuple(value.shape)}[{low:g}..{high:g}]"
 
 
 NoiseSpec = Noise | Sequence[Noise] | Mapping[int, Noise]
@@ -173,6 +254,18 @@ def per_layer(noise: NoiseSpec, depth: int) -> tuple[Noise, ...]:
         >>> [str(n) for n in per_layer({2: Noise(AU=1e-3)}, depth=3)]
         ['none', 'AU=0.001', 'none']
     """
+    resolved = _per_layer(noise, depth)
+    for number, layer_noise in enumerate(resolved, start=1):
+        if not layer_noise.is_scalar:
+            raise ValueError(
+                f"noise of layer {number} has tensor intensities ({layer_noise}); the dense Network "
+                "engines take one variance per kind and layer. Per-element intensities act at the "
+                "sites of a torch model: use network.to_torch() and simulate that model."
+            )
+    return resolved
+
+
+def _per_layer(noise: NoiseSpec, depth: int) -> tuple[Noise, ...]:
     if isinstance(noise, Noise):
         return (noise,) * depth
     if isinstance(noise, Mapping):

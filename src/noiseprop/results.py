@@ -48,6 +48,9 @@ class LayerStatistics:
             ``variance.mean(-1)`` (simulations, batch means; ``None`` for predictions).
         layer_variance_stderr: standard error of the per-layer variance ``variance.mean()``
             (simulations, batch means; ``None`` for predictions).
+        shape: the per-presentation shape of the layer's (or site's) output, e.g. ``(8, 24, 24)``
+            for a convolutional feature map whose neurons are flattened in ``mean`` and ``variance``;
+            ``None`` for a dense layer, ``(neurons,)``.
     """
 
     mean: Tensor
@@ -57,6 +60,12 @@ class LayerStatistics:
     variance_stderr: Tensor | None = None
     input_variance_stderr: Tensor | None = None
     layer_variance_stderr: float | None = None
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def neuron_shape(self) -> tuple[int, ...]:
+        """The per-presentation shape of the output: ``shape``, or ``(neurons,)``."""
+        return self.shape if self.shape is not None else (int(self.mean.shape[-1]),)
 
     @property
     def snr(self) -> Tensor:
@@ -90,18 +99,32 @@ class LayerStatistics:
 class NoiseStatistics:
     """Per-layer noise statistics of a network for a batch of inputs, predicted or simulated.
 
+    For a torch model with noise sites (:mod:`noiseprop.sites`) the "layers" are its sites, in the
+    order of ``named_modules()``, each named by its module path, followed by the model's output
+    (``"output"``) when that is not a site's output.
+
     Attributes:
-        layers: one :class:`LayerStatistics` per layer (first hidden layer first).
+        layers: one :class:`LayerStatistics` per layer (first hidden layer first) or site.
         method: ``"covariance"``, ``"meanfield"`` or ``"symmetric"`` (predictions) or
             ``"montecarlo"`` (simulations).
-        noise: the noise of every layer.
+        noise: the noise of every layer or site.
         repeats: noise draws per input (simulations; ``None`` for predictions).
+        names: the site names of a model; ``None`` for a dense network (its layers are named by
+            number, ``"1"`` to ``"depth"``).
     """
 
     layers: tuple[LayerStatistics, ...]
     method: Method
     noise: tuple[Noise, ...]
     repeats: int | None = None
+    names: tuple[str, ...] | None = None
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """The name of every layer: a model's site names, or ``"1"``... for a dense network."""
+        if self.names is not None:
+            return self.names
+        return tuple(str(number) for number in range(1, len(self.layers) + 1))
 
     @property
     def is_simulation(self) -> bool:
@@ -116,14 +139,16 @@ class NoiseStatistics:
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per (layer, neuron, input).
 
-        Columns: ``layer`` (1-based), ``neuron``, ``input``, ``mean``, ``variance``, ``snr``,
-        ``snr_db``, ``mean_stderr``, ``variance_stderr`` (NaN for predictions), ``method``.
+        Columns: ``layer`` (1-based), ``site`` (:attr:`site_names`), ``neuron`` (the flat index
+        into the layer's :attr:`LayerStatistics.neuron_shape`), ``input``, ``mean``, ``variance``,
+        ``snr``, ``snr_db``, ``mean_stderr``, ``variance_stderr`` (NaN for predictions),
+        ``method``.
         """
         import numpy as np
         import pandas as pd
 
         frames = []
-        for number, stats in enumerate(self.layers, start=1):
+        for number, (name, stats) in enumerate(zip(self.site_names, self.layers), start=1):
             inputs, neurons = stats.mean.shape
             mean = stats.mean.double().cpu().numpy()
             variance = stats.variance.double().cpu().numpy()
@@ -139,6 +164,7 @@ class NoiseStatistics:
                 pd.DataFrame(
                     {
                         "layer": number,
+                        "site": name,
                         "neuron": np.tile(np.arange(neurons), inputs),
                         "input": np.repeat(np.arange(inputs), neurons),
                         "mean": mean.ravel(),
@@ -155,17 +181,18 @@ class NoiseStatistics:
         return frame
 
     def summary(self) -> pd.DataFrame:
-        """One row per layer: ``layer``, ``neurons``, ``mean`` (average output), ``variance``
-        (average over neurons and inputs), ``variance_stderr`` (NaN for predictions), ``snr``
-        (``<mean^2>/<variance>``) and ``snr_db``."""
+        """One row per layer: ``layer``, ``site``, ``neurons``, ``mean`` (average output),
+        ``variance`` (average over neurons and inputs), ``variance_stderr`` (NaN for predictions),
+        ``snr`` (``<mean^2>/<variance>``) and ``snr_db``."""
         import pandas as pd
 
         rows = []
-        for number, stats in enumerate(self.layers, start=1):
+        for number, (name, stats) in enumerate(zip(self.site_names, self.layers), start=1):
             snr = stats.layer_snr
             rows.append(
                 {
                     "layer": number,
+                    "site": name,
                     "neurons": int(stats.mean.shape[1]),
                     "mean": float(stats.mean.mean()),
                     "variance": stats.layer_variance,
@@ -179,14 +206,14 @@ class NoiseStatistics:
         return pd.DataFrame(rows)
 
     def per_input(self) -> pd.DataFrame:
-        """One row per (layer, input): ``layer``, ``input``, ``mean`` and ``variance`` averaged over
-        the layer's neurons, ``variance_stderr`` (NaN for predictions) and ``snr``
+        """One row per (layer, input): ``layer``, ``site``, ``input``, ``mean`` and ``variance``
+        averaged over the layer's neurons, ``variance_stderr`` (NaN for predictions) and ``snr``
         (``<mean^2> / <variance>`` over the layer's neurons for that input)."""
         import numpy as np
         import pandas as pd
 
         frames = []
-        for number, stats in enumerate(self.layers, start=1):
+        for number, (name, stats) in enumerate(zip(self.site_names, self.layers), start=1):
             variance = stats.input_variance.double().cpu().numpy()
             power = stats.mean.double().square().mean(-1).cpu().numpy()
             stderr = stats.input_variance_stderr
@@ -196,6 +223,7 @@ class NoiseStatistics:
                 pd.DataFrame(
                     {
                         "layer": number,
+                        "site": name,
                         "input": np.arange(len(variance)),
                         "mean": stats.mean.double().mean(-1).cpu().numpy(),
                         "variance": variance,

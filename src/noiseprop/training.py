@@ -18,8 +18,10 @@ SCIENCE.md section 1, with fresh draws for every presentation:
     y^n = f(W^n y^{n-1} + b^n) (1 + xi_MU + xi_MC) + xi_AU + xi_AC      (injection "after")
     y^n = f((W^n y^{n-1} + b^n) (1 + xi_MU + xi_MC) + xi_AU + xi_AC)    (injection "before")
 
-The draws come from :func:`noiseprop.montecarlo.add_noise`; they are constants of the graph, so the
-gradients flow through the noisy pass (the reparametrisation of the noise). Evaluation is noise-free.
+The noise is put in by :func:`noiseprop.sites.noisy` on the activation modules of the torch model
+being trained, the same mechanism a user puts into their own training loop; the draws are constants of
+the graph, so the gradients flow through the noisy pass (the reparametrisation of the noise).
+Evaluation (eval mode) is noise-free.
 
 Reproducibility: every random number (initial weights, the shuffle of each epoch, the training noise)
 comes from a ``torch.Generator`` of its own, seeded from ``TrainConfig.seed`` through
@@ -48,9 +50,9 @@ from noiseprop._inputs import as_dtype
 from noiseprop._validation import check_choice, check_positive, check_positive_int
 from noiseprop.activations import Activation, Linear, parse_activation
 from noiseprop.datasets import MNIST, mnist
-from noiseprop.montecarlo import add_noise
 from noiseprop.network import Layer, Network
 from noiseprop.noise import Noise
+from noiseprop.sites import noisy
 
 __all__ = ["DEFAULT_NETWORK_FILE", "EpochRecord", "TrainConfig", "default_network", "evaluate", "train"]
 
@@ -283,12 +285,15 @@ def train(
     else:
         optimizer = torch.optim.SGD(parameters, lr=config.learning_rate)
     noise = config.train_noise
+    # noise on every layer's activation module while training; eval mode (the evaluations) is clean
+    sites = None if noise is None or noise.is_zero else noisy(model, noise, generator=noise_generator)
     count = len(train_labels)
     steps = config.epochs * math.ceil(count / config.batch_size)
     step = 0
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
+        model.train()
         order = torch.randperm(count, generator=shuffle_generator)
         total_loss = 0.0
         for first in range(0, count, config.batch_size):
@@ -297,7 +302,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = rate
             batch = order[first : first + config.batch_size]
-            logits = _noisy_logits(model, train_images[batch], noise, noise_generator)
+            logits = model(train_images[batch])
             loss = nn.functional.cross_entropy(logits, train_labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -315,6 +320,8 @@ def train(
         if progress is not None:
             progress(record)
 
+    if sites is not None:
+        sites.remove()
     trained = Network.from_torch(model)
     metadata = {
         "data": "mnist",
@@ -430,27 +437,10 @@ def _initial_network(config: TrainConfig, generator: torch.Generator) -> Network
     return Network(tuple(layers))
 
 
-def _noisy_logits(
-    model: nn.Sequential, images: Tensor, noise: Noise | None, generator: torch.Generator
-) -> Tensor:
-    """The training pass of a :meth:`Network.to_torch` model, noisy in every layer when ``noise``
-    is set (:func:`~noiseprop.montecarlo.add_noise` on a ``(1, batch, width)`` view)."""
-    modules = list(model)
-    signal = images
-    for linear, activation in zip(modules[0::2], modules[1::2]):
-        weighted = linear(signal)
-        if noise is None or noise.is_zero:
-            signal = activation(weighted)
-        elif noise.injection == "before":
-            signal = activation(add_noise(weighted.unsqueeze(0), noise, generator).squeeze(0))
-        else:
-            signal = add_noise(activation(weighted).unsqueeze(0), noise, generator).squeeze(0)
-    return signal
-
-
 def _model_accuracy(model: nn.Sequential, images: Tensor, labels: Tensor) -> float:
-    """Noise-free accuracy of the torch model being trained."""
+    """Noise-free accuracy of the torch model being trained (in eval mode, so without its noise)."""
     correct = 0
+    model.eval()
     with torch.no_grad():
         for first in range(0, len(labels), _EVAL_CHUNK):
             outputs = model(images[first : first + _EVAL_CHUNK])

@@ -149,3 +149,42 @@ WorkersOption = Annotated[
 SchedulerOption = Annotated[
     str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
 ]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="A torch model instead of a dense network: PATH.py:FUNCTION or package.module:FUNCTION "
+        "(FUNCTION() returns the nn.Module; the file's code runs, so trust it), or 'cnn' for the "
+        "trained MNIST CNN shipped with noiseprop. Noise acts at its --sites.",
+        show_default=False,
+    ),
+]
+WeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="The --model's state_dict as a .safetensors file (never a pickle: .pt/.pth are refused).",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+SitesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sites",
+        help="Noise sites of a --model: a glob pattern on its module names (as in "
+        "model.named_modules()), e.g. 'relu*'; repeatable. Noise acts at (and is measured after) "
+        "every site.",
+        show_default="every activation module",
+    ),
+]
+ModelLayersOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layers",
+        help="Noisy layers of a dense network: 'all', 'hidden' (all but the output layer), 'output', "
+        "or 1-based layer numbers and ranges such as '1-5,8'. The other layers are noise-free. Not "
+        "with --model (choose its noisy sites with --sites).",
+        show_default="all",
+    ),
+]

@@ -64,8 +64,21 @@ def describe_noise(noises: tuple[Noise, ...]) -> str:
     )
 
 
-def table_notes(setup: Setup, noises: tuple[Noise, ...]) -> list[str]:
-    """The lines printed under a table: network, input, noise and the definitions."""
+def table_notes(
+    setup: Setup, noises: tuple[Noise, ...], names: tuple[str, ...] | None = None
+) -> list[str]:
+    """The lines printed under a table: network, input, noise and the definitions (for a model,
+    ``names`` are the measured entries of the result, its sites and perhaps ``output``)."""
+    if setup.is_model:
+        from noiseprop.cli._model import describe_site_noise
+
+        shape = "x".join(str(size) for size in setup.inputs.shape)
+        return [
+            f"model: {setup.description}; input: {setup.input_text} (shape {shape})",
+            f"noise (variances): {describe_site_noise(names or (), noises)}",
+            "neurons: elements of a site's output per input; variance: average over them and the inputs",
+            SNR_DEFINITION,
+        ]
     return [
         f"network: {setup.network!r}; input: {setup.input_text}",
         f"noise (variances): {describe_noise(noises)}",
@@ -85,29 +98,34 @@ def statistics_table(stats: NoiseStatistics, setup: Setup, title: str) -> None:
 
     summary = stats.summary()
     table = Table(title=title)
-    for name in ("layer", "neurons", "mean", "variance"):
+    columns = ("layer", "site", "neurons", "mean", "variance")
+    for name in columns if setup.is_model else (n for n in columns if n != "site"):
         table.add_column(name, justify="right")
     if stats.is_simulation:
         table.add_column("stderr", justify="right")
     table.add_column("SNR", justify="right")
     table.add_column("SNR (dB)", justify="right")
     for row in summary.itertuples(index=False):
-        cells = [str(row.layer), str(row.neurons), number(row.mean), number(row.variance)]
+        cells = [str(row.layer), *([row.site] if setup.is_model else [])]
+        cells += [str(row.neurons), number(row.mean), number(row.variance)]
         if stats.is_simulation:
             cells.append(number(row.variance_stderr, ".2g"))
         cells += [number(row.snr, ".4g"), number(row.snr_db, ".2f")]
         table.add_row(*cells)
     console = Console()
     console.print(table)
-    notes = table_notes(setup, stats.noise)
+    notes = table_notes(setup, stats.noise, stats.site_names)
     if stats.is_simulation:
         notes.insert(3, "stderr: standard error of the simulated variance (batch means)")
     print_notes(console, notes)
 
 
 def statistics_payload(stats: NoiseStatistics, setup: Setup, per_input: bool) -> dict[str, Any]:
+    described: dict[str, Any] = {"network": repr(setup.network)}
+    if setup.is_model:
+        described = {"model": setup.description, "sites": list(stats.site_names)}
     payload = {
-        "network": repr(setup.network),
+        **described,
         "noise": [str(noise) for noise in stats.noise],
         "method": stats.method,
         "repeats": stats.repeats,
@@ -132,7 +150,8 @@ def per_input_table(stats: NoiseStatistics) -> None:
     table = Table(title="Noise variance per input (average over each layer's neurons)")
     table.add_column("input", justify="right")
     for layer in wide.columns:
-        table.add_column(f"layer {layer}", justify="right")
+        site = stats.site_names[layer - 1]
+        table.add_column(f"layer {layer}" if site == str(layer) else site, justify="right")
     for index, row in wide.head(PER_INPUT_ROWS).iterrows():
         table.add_row(str(index), *(number(value, ".4g") for value in row))
     console = Console()

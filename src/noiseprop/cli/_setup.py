@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
 
     from noiseprop.network import Network
     from noiseprop.noise import Noise, NoiseSpec
@@ -31,13 +31,23 @@ from noiseprop.cli._options import (
 # --------------------------------------------------------------------------------- set-up
 @dataclass(frozen=True)
 class Setup:
-    """What every command needs: the network, the noise specification and the inputs."""
+    """What every command needs: the network, the noise specification and the inputs.
 
-    network: Network
+    For a ``--model`` (:mod:`noiseprop.cli._model`), ``network`` is the torch model, ``sites`` its
+    ``--sites`` patterns (``None``: every activation module) and ``description`` says which model it is.
+    """
+
+    network: Network | nn.Module
     noise: NoiseSpec
     inputs: Tensor
     from_file: bool
     input_text: str
+    sites: tuple[str, ...] | None = None
+    description: str | None = None
+
+    @property
+    def is_model(self) -> bool:
+        return self.description is not None
 
 
 def build_network(
@@ -284,6 +294,7 @@ def run_simulation(
             setup.network,
             setup.noise,
             setup.inputs,
+            sites=setup.sites,
             repeats=repeats,
             seed=seed,
             dtype=dtype,

@@ -9,6 +9,13 @@ if TYPE_CHECKING:
     pass
 
 from noiseprop.cli._app import app
+from noiseprop.cli._model import (
+    build_model_setup,
+    check_forward,
+    refuse_with_model,
+    refuse_without_model,
+    running,
+)
 from noiseprop.cli._options import (
     ActivationOption,
     CompareMethodOption,
@@ -19,6 +26,8 @@ from noiseprop.cli._options import (
     InputOption,
     JsonOption,
     LayersOption,
+    ModelLayersOption,
+    ModelOption,
     NetworkOption,
     NoiseOption,
     PerInputOption,
@@ -27,6 +36,8 @@ from noiseprop.cli._options import (
     RepeatsOption,
     SeedOption,
     SigmasOption,
+    SitesOption,
+    WeightsOption,
     WidthOption,
     fail,
 )
@@ -82,9 +93,12 @@ def simulate(
     width: WidthOption = None,
     depth: DepthOption = None,
     activation: ActivationOption = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    sites: SitesOption = None,
     noise: NoiseOption = "AU=1e-3,AC=1e-3",
     injection: InjectionOption = None,
-    layers: LayersOption = "all",
+    layers: ModelLayersOption = None,
     inputs: InputOption = "0.5",
     repeats: RepeatsOption = 10_000,
     seed: SeedOption = 0,
@@ -94,14 +108,26 @@ def simulate(
     per_input: PerInputOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Measure every layer's noise by Monte Carlo simulation (noiseprop.simulate)."""
-    setup = build_setup(network, width, depth, activation, noise, injection, layers, inputs)
+    """Measure every layer's noise by Monte Carlo simulation (noiseprop.simulate).
+
+    With --model, any torch model: noise at its sites (--sites), one row per site.
+    """
+    if model is not None:
+        given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
+        refuse_with_model(given)
+        setup = build_model_setup(model, weights, sites, noise, injection, layers, inputs)
+    else:
+        refuse_without_model(weights, sites)
+        setup = build_setup(network, width, depth, activation, noise, injection, layers or "all", inputs)
     check_simulation_options(repeats, dtype, device)
-    stats = run_simulation(setup, repeats, seed, dtype, device, progress and not as_json)
+    check_forward(setup, dtype, device)
+    with running(setup.is_model, tuple(setup.inputs.shape)):
+        stats = run_simulation(setup, repeats, seed, dtype, device, progress and not as_json)
     if as_json:
         print_json(statistics_payload(stats, setup, per_input))
     else:
-        title = f"Simulated noise per layer (Monte Carlo, {repeats} repeats, seed {seed}, {dtype})"
+        what = "site" if setup.is_model else "layer"
+        title = f"Simulated noise per {what} (Monte Carlo, {repeats} repeats, seed {seed}, {dtype})"
         statistics_table(stats, setup, title)
         if per_input:
             per_input_table(stats)

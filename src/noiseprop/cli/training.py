@@ -8,12 +8,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from noiseprop.cli._app import app
+from noiseprop.cli._model import (
+    load,
+    refuse_layers,
+    refuse_with_model,
+    refuse_without_model,
+    running,
+)
 from noiseprop.cli._options import (
     InjectionOption,
     JsonOption,
     LayersOption,
+    ModelLayersOption,
+    ModelOption,
     NoiseOption,
     SeedOption,
+    SitesOption,
+    WeightsOption,
     choice,
     fail,
     reported_as,
@@ -136,9 +147,12 @@ def train(
 @app.command()
 def accuracy(
     network: ClassifierOption = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    sites: SitesOption = None,
     noise: NoiseOption = "AU=1e-2",
     injection: InjectionOption = None,
-    layers: LayersOption = "all",
+    layers: ModelLayersOption = None,
     images: ImagesOption = "mnist:1000",
     method: AccuracyMethodOption = None,
     repeats: RepeatsOption = 100,
@@ -146,38 +160,63 @@ def accuracy(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Classification accuracy under noise: simulated (noise draws) and predicted (Gaussian outputs)."""
+    """Classification accuracy under noise: simulated (noise draws) and predicted (Gaussian outputs).
+
+    With --model, any torch classifier taking flat (batch, 784) images: noise at its sites
+    (--sites), simulated only (--method montecarlo).
+    """
     parsed = parse_noise(noise, injection)
     methods = _methods(method)
-    classifier = _classifier(network)
-    with reported_as("--layers"):
-        chosen = parse_layers(layers, classifier.depth)
-    spec = parsed if chosen is None else parsed.on_layers(chosen)
+    if model is not None:
+        refuse_with_model({"--network": network}, "--network")
+        refuse_layers(layers)
+        if method and "predicted" in methods:
+            fail(
+                "--method",
+                "predicted needs a dense network (its Gaussian prediction rests on the covariance "
+                "recursion); with --model use --method montecarlo.",
+            )
+        methods = ["montecarlo"]
+        loaded = load(model, weights, sites)
+        classifier: Any = loaded.model
+        described = {"model": loaded.description, "sites": list(loaded.site_names)}
+        spec: Any = parsed
+        noise_note = f"{parsed} at every site ({', '.join(loaded.site_names)})"
+    else:
+        refuse_without_model(weights, sites)
+        classifier = _classifier(network)
+        with reported_as("--layers"):
+            chosen = parse_layers(layers or "all", classifier.depth)
+        spec = parsed if chosen is None else parsed.on_layers(chosen)
+        described = {"network": repr(classifier)}
+        from noiseprop.noise import per_layer
+
+        noise_note = describe_noise(per_layer(spec, classifier.depth))
     pixels, labels = _images(images)
 
     from noiseprop.classification import accuracy as measure
 
+    extra = {"sites": loaded.sites} if model is not None else {}
     results = {}
     for name in methods:
-        with reported_as("--method"):
+        with reported_as("--method"), running(model is not None, tuple(pixels.shape)):
             results[name] = measure(
-                classifier, spec, pixels, labels, method=name, repeats=repeats, points=points, seed=seed
-            )
+                classifier, spec, pixels, labels, method=name, repeats=repeats, points=points,
+                seed=seed, **extra,
+            )  # fmt: skip
     if as_json:
         print_json(
             {
-                "network": repr(classifier),
+                **described,
                 "images": len(labels),
                 "noise": str(parsed),
-                "layers": layers,
+                **({} if model is not None else {"layers": layers or "all"}),
                 "methods": {name: _summary(result) for name, result in results.items()},
             }
         )
         return
     from rich.console import Console
     from rich.table import Table
-
-    from noiseprop.noise import per_layer
 
     table = Table(title=f"Accuracy under noise on {len(labels)} MNIST test images")
     for column in ("method", "accuracy", "stderr", "noise-free", "change"):
@@ -189,15 +228,15 @@ def accuracy(
         )  # fmt: skip
     console = Console()
     console.print(table)
-    print_notes(
-        console,
-        [
-            f"network: {classifier!r}",
-            f"noise (variances): {describe_noise(per_layer(spec, classifier.depth))}",
-            f"montecarlo: {repeats} draws per image; stderr conditional on the images",
-            f"predicted: Gaussian outputs (covariance method), {points} quasi-Monte Carlo points",
-        ],
-    )
+    notes = [
+        f"model: {loaded.description}" if model is not None else f"network: {classifier!r}",
+        f"noise (variances): {noise_note}",
+        f"montecarlo: {repeats} draws per image; stderr conditional on the images",
+    ]
+    if model is None:
+        notes.append(f"predicted: Gaussian outputs (covariance method), {points} quasi-Monte Carlo "
+                     "points")  # fmt: skip
+    print_notes(console, notes)
 
 
 def _summary(result: Any) -> dict[str, Any]:
