@@ -8,12 +8,14 @@ its two ReLU sites (``randn`` of the site's shape for each uncorrelated kind, of
 at each site and at the output: ``y.sum(0)`` and ``y.square().sum(0)`` in the run dtype, added into
 float64 accumulators. No hooks, no validation, no noise-free reference pass, no batch means.
 
-Memory: ``python -m benchmarks.models REPEATS`` runs one simulation of the shipped CNN in a fresh
-interpreter and prints its peak resident set size (``VmHWM``) before and after.
+Memory: ``python -m benchmarks.models REPEATS`` runs the same simulation of the shipped CNN three times
+in a fresh interpreter and prints its peak resident set size (``VmHWM``) after the set-up and after the
+runs, and the resident set (``VmRSS``) left after each run.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -123,8 +125,19 @@ def _child(repeats: int) -> dict[str, float]:
     images = torch.from_numpy(mnist().scaled("test")[0][:IMAGES])
     simulate(model, Noise(**NOISE), images, repeats=64, seed=0)  # imports, pools, allocator warm
     before = _peak_mib()
-    simulate(model, Noise(**NOISE), images, repeats=repeats, seed=0)
-    return {"repeats": repeats, "baseline_mib": before, "peak_mib": _peak_mib()}
+    resident = []
+    for seed in range(3):  # the same run three times: what is left after each must not grow
+        simulate(model, Noise(**NOISE), images, repeats=repeats, seed=seed)
+        gc.collect()
+        resident.append(_resident_mib())
+    return {"repeats": repeats, "baseline_mib": before, "peak_mib": _peak_mib(), "resident": resident}
+
+
+def _resident_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def measure_memory(repeat_counts: tuple[int, ...]) -> list[dict[str, float]]:
@@ -140,7 +153,8 @@ def measure_memory(repeat_counts: tuple[int, ...]) -> list[dict[str, float]]:
         row = results[-1]
         print(
             f"  CNN, {repeats:>7,} repeats: peak RSS {row['peak_mib']:.0f} MiB "
-            f"(after set-up {row['baseline_mib']:.0f} MiB)",
+            f"(after set-up {row['baseline_mib']:.0f} MiB); resident after each of 3 runs "
+            f"{', '.join(f'{value:.0f}' for value in row['resident'])} MiB",
             flush=True,
         )
     return results
@@ -162,11 +176,15 @@ def markdown(rows: list[dict[str, object]], memory: list[dict[str, float]]) -> s
         )
     lines += [
         "",
-        "| repeats | peak RSS after set-up (MiB) | peak RSS after the run (MiB) |",
-        "|---:|---:|---:|",
+        "| repeats | peak RSS after set-up (MiB) | peak RSS after 3 runs (MiB) "
+        "| RSS left after each run (MiB) |",
+        "|---:|---:|---:|---:|",
     ]
     for row in memory:
-        lines.append(f"| {row['repeats']:,} | {row['baseline_mib']:.0f} | {row['peak_mib']:.0f} |")
+        left = ", ".join(f"{value:.0f}" for value in row["resident"])
+        lines.append(
+            f"| {row['repeats']:,} | {row['baseline_mib']:.0f} | {row['peak_mib']:.0f} | {left} |"
+        )
     return "\n".join(lines)
 
 

@@ -118,7 +118,7 @@ def test_meanfield_is_reported_beside_the_full_method():
         (
             {"method": "exact"},
             ValueError,
-            r"method must be one of 'covariance', 'meanfield', 'symmetric'",
+            r"method must be one of 'covariance', 'moments', 'meanfield', 'symmetric'",
         ),
         ({"max_memory": 0}, ValueError, r"max_memory must be an integer >= 1; got 0"),
     ],

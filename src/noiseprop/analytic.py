@@ -23,13 +23,14 @@ from torch import Tensor
 
 from noiseprop._inputs import as_inputs
 from noiseprop._validation import check_choice, check_positive_int
+from noiseprop.moments import moments
 from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
 from noiseprop.results import LayerStatistics, NoiseStatistics
 
 __all__ = ["propagate"]
 
-METHODS = ("covariance", "meanfield", "symmetric")
+METHODS = ("covariance", "moments", "meanfield", "symmetric")
 
 
 def propagate(
@@ -37,10 +38,12 @@ def propagate(
     noise: NoiseSpec,
     inputs: Any,
     *,
-    method: Literal["covariance", "meanfield", "symmetric"] = "covariance",
+    method: Literal["covariance", "moments", "meanfield", "symmetric"] = "covariance",
     covariance: bool = False,
     device: str | torch.device = "cpu",
     max_memory: int = 2**29,
+    nodes: int | None = None,
+    seed: int = 0,
 ) -> NoiseStatistics:
     """Predict the mean, variance (and covariance) of every layer's noisy outputs.
 
@@ -58,8 +61,12 @@ def propagate(
             (exact for linear activations, linearised around the noise-free signal otherwise).
         covariance: also return every layer's ``(batch, N, N)`` covariance.
         device: where to compute.
-        max_memory: bytes of working memory for the covariance method; inputs are processed in
-            chunks that fit (default 512 MiB).
+        max_memory: bytes of working memory for the covariance and moments methods; inputs are
+            processed in chunks that fit (default 512 MiB).
+        nodes: quadrature nodes over the correlated draws (``method="moments"``; see
+            :func:`noiseprop.moments.quadrature`).
+        seed: seed of the Sobol scrambling when the correlated draws have too many dimensions for a
+            product grid (``method="moments"``).
 
     Returns:
         A :class:`~noiseprop.results.NoiseStatistics`.
@@ -84,6 +91,11 @@ def propagate(
         layers = _symmetric(network, noises, x, covariance)
     elif method == "meanfield":
         layers = _meanfield(network, noises, x, covariance)
+    elif method == "moments":
+        nodes = None if nodes is None else check_positive_int("nodes", nodes)
+        layers = moments(
+            network, noises, x, covariance=covariance, nodes=nodes, seed=seed, max_memory=max_memory
+        )
     else:
         layers = _covariance_chunked(network, noises, x, covariance, max_memory)
     return NoiseStatistics(layers=tuple(layers), method=method, noise=noises)

@@ -27,6 +27,7 @@ from noiseprop._inputs import as_dtype
 from noiseprop._validation import check_choice, check_nonnegative, check_positive_int
 from noiseprop.analytic import propagate
 from noiseprop.model_montecarlo import as_model_inputs, model_outputs
+from noiseprop.moments import _correlated, bytes_per_input, conditional_moments, quadrature
 from noiseprop.montecarlo import sample
 from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["Accuracy", "accuracy"]
 
 METHODS = ("montecarlo", "predicted")
+PREDICTORS = ("covariance", "moments")
+"""What ``method="predicted"`` takes the logits' distribution from: the first-order covariance (the
+default, for now) or the beyond-first-order moments (:mod:`noiseprop.moments`)."""
 IMAGE_BLOCK = 32
 """Images per random stream of the simulation: the draws of block ``j`` (images ``32 j`` to
 ``32 j + 31``) come from their own seed, so no batching choice changes them."""
@@ -63,6 +67,8 @@ class Accuracy:
         per_image: ``(images,)`` float64 tensor: probability that each image is classified right
             (the fraction of right draws for ``montecarlo``).
         images: number of images.
+        predictor: for ``predicted``, what the logits' distribution came from: ``"moments"``
+            (beyond first order) or ``"covariance"`` (first order); ``None`` for ``montecarlo``.
     """
 
     accuracy: float
@@ -73,9 +79,16 @@ class Accuracy:
     points: int | None
     per_image: Tensor
     images: int
+    predictor: Literal["moments", "covariance"] | None = None
 
     def __post_init__(self) -> None:
         check_choice("Accuracy.method", self.method, METHODS)
+        if self.method == "predicted":
+            check_choice("Accuracy.predictor", self.predictor, PREDICTORS)
+        elif self.predictor is not None:
+            raise ValueError(
+                f"Accuracy.predictor must be None for method='montecarlo'; got {self.predictor!r}."
+            )
         for name in ("accuracy", "noise_free"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
@@ -108,6 +121,7 @@ class Accuracy:
             "repeats": self.repeats,
             "points": self.points,
             "images": self.images,
+            "predictor": self.predictor,
         }
 
 
@@ -119,8 +133,10 @@ def accuracy(
     *,
     sites: SiteSelector = None,
     method: Literal["montecarlo", "predicted"] = "montecarlo",
+    predictor: Literal["moments", "covariance"] = "covariance",
     repeats: int = 100,
     points: int = 4096,
+    nodes: int | None = None,
     seed: int = 0,
     dtype: torch.dtype | str = "float32",
     device: str | torch.device = "cpu",
@@ -188,6 +204,17 @@ def accuracy(
         sites: a model's noise sites (default: its activation modules); not for a network.
         labels: ``(B,)`` integer classes in ``[0, K)``.
         method: ``"montecarlo"`` (default) or ``"predicted"``.
+        predictor: for ``"predicted"``, the logits' distribution: ``"covariance"`` (first order,
+            described above; the default) or ``"moments"`` (beyond first order: given the
+            correlated draws, integrated at the nodes of a quadrature, the logits are Gaussian with
+            the conditional moments of :mod:`noiseprop.moments`, and ``p_i`` is the weighted sum of
+            the conditional orthant probabilities; a multiplicative draw that can change sign is
+            conditioned on, so its flips are exact). Measured on the shipped network (1,000
+            images): within one point of simulation for correlated noise up to intensity 1, where
+            first order is off by up to 10 points; for uncorrelated noise at 0.1-1 it is still off
+            by up to 2 (AU) and 4 (MU) points, as the logits there are not Gaussian.
+        nodes: quadrature nodes over the correlated draws (``predictor="moments"``; default
+            :func:`noiseprop.moments.default_nodes`).
         repeats: noise draws per image (``montecarlo``, >= 2).
         points: quasi-random points per image (``predicted``), a power of two >= 64.
         seed: seed of the draws or of the scramblings (integer >= 0).
@@ -276,7 +303,11 @@ def accuracy(
             per_image=per_image.cpu(),
             images=count,
         )
-    by_scrambling = _predicted(network, noises, x, target, points, seed, batch_size)  # (S, B)
+    check_choice("predictor", predictor, PREDICTORS)
+    nodes = None if nodes is None else check_positive_int("nodes", nodes)
+    by_scrambling = _predicted(
+        network, noises, x, target, points, seed, batch_size, predictor, nodes
+    )  # (S, B)
     totals = by_scrambling.mean(1)
     return Accuracy(
         accuracy=float(totals.mean()),
@@ -287,6 +318,7 @@ def accuracy(
         points=points,
         per_image=by_scrambling.mean(0).cpu(),
         images=len(x),
+        predictor=predictor,
     )
 
 
@@ -412,6 +444,8 @@ def _predicted(
     points: int,
     seed: int,
     batch_size: int,
+    predictor: str = "covariance",
+    nodes: int | None = None,
 ) -> Tensor:
     """``(SCRAMBLINGS, B)`` probability that each image is classified right, one row per
     scrambling of the Sobol points."""
@@ -422,6 +456,8 @@ def _predicted(
         _sobol_normals(classes - 1, points // SCRAMBLINGS, _derived_seed(seed, index)).to(x.device)
         for index in range(SCRAMBLINGS)
     ]
+    if predictor == "moments":
+        return _predicted_by_moments(network, noises, x, target, normals, seed, nodes)
     last = noises[-1]
     rescaled = last.MC > 0 and last.AU == 0 and last.MU == 0 and last.injection == "after"
     if rescaled:  # y = y~ (1 + xi_MC) + xi_AC: handled exactly, see accuracy()
@@ -436,6 +472,49 @@ def _predicted(
             lowest = _orthant(-output.mean, output.covariance, labels, normals)
             right = ((1 - flipped) * right + flipped * lowest).clamp_(0, 1)
         parts.append(right)
+    return torch.cat(parts, dim=1)
+
+
+def _predicted_by_moments(
+    network: Network,
+    noises: tuple[Noise, ...],
+    x: Tensor,
+    target: Tensor,
+    normals: list[Tensor],
+    seed: int,
+    nodes: int | None,
+) -> Tensor:
+    """Given the correlated draws at each quadrature node ``q`` the logits are taken as Gaussian
+    with the conditional moments of :mod:`noiseprop.moments`; ``p_i = sum_q w_q P_q(class wins)``.
+    Images in chunks of about 256 MiB of conditional covariances."""
+    count = len(quadrature(len(_correlated(network, noises, signs=True)), nodes, seed)[1])
+    chunk = max(1, 2**28 // bytes_per_input(network, noises, count, signs=True))
+    parts = []
+    for start in range(0, len(x), chunk):
+        images, labels = x[start : start + chunk], target[start : start + chunk]
+        given = conditional_moments(
+            network,
+            noises,
+            images,
+            nodes=nodes,
+            seed=seed,
+            full=False,
+            output_covariance=True,
+            signs=True,
+        )
+        means, covariances = given.means[-1], given.covariances[-1]
+        right = torch.zeros(len(normals), len(images), dtype=torch.float64, device=x.device)
+        # the orthant points are shared out over the nodes (a power-of-two prefix of each
+        # scrambled Sobol sequence is itself balanced): the cost stays that of about one node
+        share = max(8, 2 ** int(math.log2(max(1, len(normals[0]) // len(given.weights)))))
+        normals_per_node = [points[:share] for points in normals]
+        for node, weight in enumerate(given.weights.tolist()):
+            mean = means[node]
+            cov = covariances[node] if covariances is not None else None
+            if cov is None:
+                cov = torch.zeros(*mean.shape, mean.shape[-1], dtype=mean.dtype, device=mean.device)
+            right += weight * _orthant(mean, cov, labels, normals_per_node)
+        parts.append(right.clamp_(0, 1))
     return torch.cat(parts, dim=1)
 
 

@@ -35,7 +35,7 @@ from noiseprop._validation import check_choice, check_nonnegative
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["KINDS", "Noise", "NoiseSpec", "per_layer"]
+__all__ = ["KINDS", "Noise", "NoiseSpec", "one_per", "per_layer"]
 
 KINDS: tuple[str, ...] = ("AU", "AC", "MU", "MC")
 """The four kinds: additive/multiplicative, uncorrelated/correlated."""
@@ -281,16 +281,19 @@ def _per_layer(noise: NoiseSpec, depth: int) -> tuple[Noise, ...]:
             resolved[layer - 1] = layer_noise
         return tuple(resolved)
     if isinstance(noise, Sequence) and not isinstance(noise, str):
-        if len(noise) != depth:
-            raise ValueError(
-                f"noise as a sequence must hold one Noise per layer ({depth} for this network); "
-                f"got {len(noise)}."
-            )
-        for index, layer_noise in enumerate(noise):
-            if not isinstance(layer_noise, Noise):
-                raise TypeError(f"noise[{index}] must be a Noise; got {type(layer_noise).__name__}.")
-        return tuple(noise)
+        return one_per(noise, depth, f"layer ({depth} for this network)")
     raise TypeError(
         "noise must be a Noise, a sequence of one Noise per layer or a mapping "
         f"{{layer: Noise}}; got {type(noise).__name__}."
     )
+
+
+def one_per(noise: Sequence[Noise], count: int, what: str) -> tuple[Noise, ...]:
+    """A sequence of one :class:`Noise` per layer or site, checked: ``count`` of them, each a Noise
+    (``what`` names the unit in the message, e.g. ``"layer (3 for this network)"``)."""
+    if len(noise) != count:
+        raise ValueError(f"noise as a sequence must hold one Noise per {what}; got {len(noise)}.")
+    for index, value in enumerate(noise):
+        if not isinstance(value, Noise):
+            raise TypeError(f"noise[{index}] must be a Noise; got {type(value).__name__}.")
+    return tuple(noise)

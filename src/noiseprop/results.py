@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Comparison", "LayerStatistics", "NoiseStatistics", "compare"]
 
-Method = Literal["covariance", "meanfield", "symmetric", "montecarlo"]
+Method = Literal["covariance", "moments", "meanfield", "symmetric", "montecarlo"]
 
 
 def _snr(mean: Tensor, variance: Tensor) -> Tensor:
@@ -100,8 +100,9 @@ class NoiseStatistics:
     """Per-layer noise statistics of a network for a batch of inputs, predicted or simulated.
 
     For a torch model with noise sites (:mod:`noiseprop.sites`) the "layers" are its sites, in the
-    order of ``named_modules()``, each named by its module path, followed by the model's output
-    (``"output"``) when that is not a site's output.
+    order the forward pass reaches them, each named by its module path (``name#k`` for the k-th call
+    of a module called several times), followed by the model's output (``"output"``) when that is not
+    a site's output.
 
     Attributes:
         layers: one :class:`LayerStatistics` per layer (first hidden layer first) or site.

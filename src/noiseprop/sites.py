@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from noiseprop.network import ActivationModule
-from noiseprop.noise import Noise
+from noiseprop.noise import Noise, one_per
 
 __all__ = [
     "ACTIVATION_MODULES",
@@ -193,15 +193,7 @@ def site_noises(
                 resolved[index] = value
         return tuple(resolved)
     if isinstance(noise, Sequence) and not isinstance(noise, str):
-        if len(noise) != len(names):
-            raise ValueError(
-                f"noise as a sequence must hold one Noise per site ({len(names)}: "
-                f"{', '.join(names)}); got {len(noise)}."
-            )
-        for index, value in enumerate(noise):
-            if not isinstance(value, Noise):
-                raise TypeError(f"noise[{index}] must be a Noise; got {type(value).__name__}.")
-        return tuple(noise)
+        return one_per(noise, len(names), f"site ({len(names)}: {', '.join(names)})")
     raise TypeError(
         "noise must be a Noise, a sequence of one Noise per site or a mapping {pattern: Noise}; "
         f"got {type(noise).__name__}."

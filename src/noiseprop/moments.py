@@ -1,0 +1,447 @@
+"""Beyond first order: moment propagation, with the correlated draws treated exactly.
+
+The first-order methods linearise every activation at the noise-free signal. Where noise is large
+enough to reach the curvature of the activations (where accuracy actually falls) that breaks: the mean
+shifts (``E f(x) != f(E x)``), the spread is compressed by saturation, and correlated noise bends the
+whole layer together. This method carries the mean and the true variance through the activations.
+
+**Uncorrelated noise averages over many neurons**, so each neuron's weighted input, a sum over many
+noisy inputs, is close to Gaussian given the correlated draws. For ``x ~ N(mu, sigma^2)`` the
+activation's moments ``E f(x)``, ``E f(x)^2`` and ``E f'(x)`` are taken exactly: closed forms for
+linear and ReLU activations, Gauss-Hermite quadrature (:data:`HERMITE_NODES` nodes) otherwise. Between
+neurons, statistical linearisation (Stein's lemma to first order in the correlation)::
+
+    Cov(f(x_i), f(x_j)) = E f'(x_i) E f'(x_j) Cov(x_i, x_j)            (i != j)
+    Var f(x_i)          = E f(x_i)^2 - (E f(x_i))^2                       (exact)
+
+A layer ``x = W y + b`` maps the moments of ``y`` exactly (``mu_x = W mu_y + b``,
+``C_x = W C_y W^T``), and the neuron noise acts on them exactly, given the correlated draws
+``c_MC = sqrt(D_MC) z_1`` and ``c_AC = sqrt(D_AC) z_2`` of that layer (SCIENCE.md section 1)::
+
+    E y   = E s (1 + c_MC) + c_AC
+    Cov y = (1 + c_MC)^2 Cov s + diag(D_MU E[s^2] + D_AU)
+
+on the outputs ``s`` (injection after the activation) or on the weighted inputs (before it).
+
+**Correlated noise is one draw per layer and presentation**: it does not average away, and no
+Gaussian captures how a saturating layer bends under it. It is low-dimensional (one number per layer
+and correlated kind), so it is integrated exactly: the prediction is conditioned on the draws ``z``
+at the nodes of a quadrature (:func:`quadrature`: Gauss-Hermite for one or two dimensions, scrambled
+Sobol points mapped to normals for more), and the conditional
+moments are combined by the laws of total expectation and variance::
+
+    E y   = sum_q w_q mu_q
+    Cov y = sum_q w_q (C_q + mu_q mu_q^T) - E y E y^T
+
+With correlated noise only, the network is deterministic given ``z`` and the prediction is exact up
+to quadrature error; with uncorrelated noise only it costs one moment pass.
+
+Where it still fails: a neuron whose weighted input is not close to Gaussian given the correlated
+draws (few inputs, e.g. a narrow first layer fed by a few noisy neurons, or one noisy neuron
+dominating), strong correlations between the weighted inputs of neurons whose activations are far
+from linear (the linearised cross-covariance), and many layers of correlated noise with few points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noiseprop.activations import Activation, Linear, ReLU
+from noiseprop.network import Network
+from noiseprop.noise import Noise
+from noiseprop.results import LayerStatistics
+
+__all__ = [
+    "HERMITE_NODES",
+    "Conditional",
+    "conditional_moments",
+    "default_nodes",
+    "gaussian_moments",
+    "moments",
+    "quadrature",
+]
+
+HERMITE_NODES = 64
+"""Gauss-Hermite nodes for the moments of a smooth activation of a Gaussian input."""
+_MAX_NODES_PER_DIMENSION = 32
+_NO_FLIP = 0.02
+"""Below this ``D_MC``, ``P(1 + c_MC < 0) = Phi(-1 / sqrt(D_MC)) < 1e-12``: no sign to condition on."""
+
+
+def gaussian_moments(
+    activation: Activation, mean: Tensor, variance: Tensor, *, curvature: bool = False
+) -> tuple[Tensor, ...]:
+    """``(E f(x), E f(x)^2, E f'(x))`` for ``x ~ N(mean, variance)``, elementwise, and with
+    ``curvature`` also ``E f''(x) = E[f'(x) (x - mean)] / variance`` (Stein's lemma; 0 where the
+    variance is 0 or ``f`` is affine).
+
+    Closed forms for :class:`~noiseprop.activations.Linear` (``f = a x + c``) and
+    :class:`~noiseprop.activations.ReLU` (with ``t = mean / sd``, ``Phi``, ``phi`` the standard normal
+    distribution and density: ``E f = mean Phi(t) + sd phi(t)``,
+    ``E f^2 = (mean^2 + variance) Phi(t) + mean sd phi(t)``, ``E f' = Phi(t)``); Gauss-Hermite
+    quadrature with :data:`HERMITE_NODES` nodes for any other activation. A zero variance gives
+    ``f(mean)``, ``f(mean)^2`` and ``f'(mean)``.
+
+    Example:
+        >>> import torch
+        >>> from noiseprop.activations import Sigmoid
+        >>> first, second, slope = gaussian_moments(Sigmoid(), torch.tensor([0.0]), torch.tensor([1.0]))
+        >>> round(float(first), 6), round(float(slope), 6)  # 1/2 by symmetry; slope: trapezoid rule
+        (0.5, 0.206621)
+    """
+    variance = variance.clamp_min(0)
+    extra: tuple[Tensor, ...] = ()
+    if isinstance(activation, Linear):
+        slope, offset = activation.slope, activation.offset
+        first = slope * mean + offset
+        extra = (torch.zeros_like(mean),) if curvature else ()
+        return first, first.square() + slope**2 * variance, torch.full_like(mean, slope), *extra
+    if not bool((variance > 0).any()):  # no spread: the activation at the mean
+        value = activation(mean)
+        extra = (torch.zeros_like(mean),) if curvature else ()
+        return value, value.square(), activation.derivative(mean), *extra
+    if isinstance(activation, ReLU):
+        sd = variance.sqrt()
+        safe = torch.where(sd > 0, sd, torch.ones_like(sd))
+        t = mean / safe
+        cdf = torch.special.ndtr(t)
+        pdf = torch.exp(-0.5 * t.square()) / math.sqrt(2 * math.pi)
+        first = torch.where(sd > 0, mean * cdf + sd * pdf, mean.clamp_min(0))
+        second = torch.where(
+            sd > 0, (mean.square() + variance) * cdf + mean * sd * pdf, mean.clamp_min(0).square()
+        )
+        slope = torch.where(sd > 0, cdf, (mean > 0).to(mean.dtype))
+        if curvature:  # E delta(x) = phi(t) / sd
+            extra = (torch.where(sd > 0, pdf / safe, torch.zeros_like(sd)),)
+        return first, second, slope, *extra
+    nodes, weights = _hermite(mean.dtype, mean.device)
+    sd = variance.sqrt().unsqueeze(-1)
+    x = mean.unsqueeze(-1) + sd * nodes  # (..., H)
+    values = activation(x)
+    first = (values * weights).sum(-1)
+    second = (values.square() * weights).sum(-1)
+    derivative = activation.derivative(x)
+    slope = (derivative * weights).sum(-1)
+    if curvature:  # E[f'(x) (x - m)] / v = E[f'(x) z] / sd
+        safe = torch.where(sd > 0, sd, torch.ones_like(sd))
+        extra = (
+            torch.where(sd[..., 0] > 0, (derivative * nodes * weights).sum(-1) / safe[..., 0], 0.0),
+        )
+    return first, second, slope, *extra
+
+
+def _hermite(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Nodes ``z_k`` and weights ``w_k`` with ``E g(z) ~ sum_k w_k g(z_k)`` for standard normal z."""
+    nodes, weights = np.polynomial.hermite.hermgauss(HERMITE_NODES)
+    return (
+        torch.as_tensor(nodes * math.sqrt(2), dtype=dtype, device=device),
+        torch.as_tensor(weights / math.sqrt(math.pi), dtype=dtype, device=device),
+    )
+
+
+@dataclass(frozen=True)
+class Conditional:
+    """The moments of every layer given the correlated draws, at each node of the quadrature.
+
+    Attributes:
+        weights: ``(Q,)`` quadrature weights (they sum to 1).
+        draws: ``(Q, d)`` standard normal draws ``z`` of the ``d`` correlated (layer, kind) pairs.
+        means: per layer, ``(Q, batch, N)`` conditional means.
+        covariances: per layer, ``(Q, batch, N, N)`` conditional covariances, or ``None`` where only
+            the variances were needed.
+        variances: per layer, ``(Q, batch, N)`` conditional variances.
+    """
+
+    weights: Tensor
+    draws: Tensor
+    means: list[Tensor]
+    covariances: list[Tensor | None]
+    variances: list[Tensor]
+
+
+def _correlated(
+    network: Network, noises: tuple[Noise, ...], *, signs: bool = False
+) -> list[tuple[int, str]]:
+    """The (layer, kind) pairs of correlated noise to condition on: the dimensions of the draws.
+
+    A draw is conditioned on when a nonlinear activation bends it later (a later layer's, or its own
+    layer's with injection before it). One that only passes through affine maps stays Gaussian and
+    is carried exactly by its moments (``D_AC 11^T``, ``D_MC (C + m m^T)``). With ``signs``
+    (the accuracy prediction) every multiplicative draw that can change sign is conditioned on:
+    ``1 + c_MC < 0`` flips the order of the outputs it scales.
+    """
+    pairs = []
+    for index, (layer, noise) in enumerate(zip(network.layers, noises)):
+        later = network.layers[index + 1 :]
+        bent = any(not step.activation.linear for step in later) or (
+            noise.injection == "before" and not layer.activation.linear
+        )
+        for kind in ("MC", "AC"):
+            flips = signs and kind == "MC" and noise.MC > _NO_FLIP  # P(1 + c_MC < 0) > 1e-12
+            if noise.has(kind) and (bent or flips):
+                pairs.append((index, kind))
+    return pairs
+
+
+def default_nodes(dimension: int) -> int:
+    """The quadrature size used when none is given: a Gauss-Hermite rule of 32 nodes for one
+    dimension of correlated draws, a 12 x 12 grid for two, 1,024 Sobol points for more (a product
+    grid of few nodes per dimension converges too slowly through saturating layers)."""
+    return {0: 1, 1: 32, 2: 144}.get(dimension, 1024)
+
+
+def quadrature(
+    dimension: int, nodes: int | None, seed: int, splits: tuple[float | None, ...] | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(z, w)``: ``(Q, dimension)`` standard normal nodes and ``(Q,)`` weights summing to 1.
+
+    ``nodes`` (default :func:`default_nodes`) is the budget. A product grid of
+    ``k = floor(nodes^(1/d))`` nodes per dimension (at most 32) when ``k >= 3`` and ``d <= 2``:
+    Gauss-Hermite, or, for a dimension with a split point ``z_0`` (where the integrand may jump:
+    the sign change of ``1 + c_MC``), Gauss-Legendre in ``u = Phi(z)`` on each side of
+    ``Phi(z_0)``, half the nodes on each. Otherwise ``nodes`` scrambled Sobol points (seeded)
+    through ``Phi^-1``, equal weights. ``dimension = 0`` is one node ``z = ()`` of weight 1.
+    """
+    nodes = default_nodes(dimension) if nodes is None else nodes
+    if dimension == 0:
+        return torch.zeros(1, 0, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    splits = splits or (None,) * dimension
+    per_dimension = min(_MAX_NODES_PER_DIMENSION, int(round(nodes ** (1 / dimension), 9)))
+    if per_dimension >= 3 and dimension <= 2:
+        rules = [_rule(per_dimension, split) for split in splits]
+        grids = np.meshgrid(*[rule[0] for rule in rules], indexing="ij")
+        weight_grids = np.meshgrid(*[rule[1] for rule in rules], indexing="ij")
+        z = np.stack([grid.ravel() for grid in grids], axis=-1)
+        w = np.prod(np.stack([grid.ravel() for grid in weight_grids], axis=-1), axis=-1)
+        return torch.as_tensor(z), torch.as_tensor(w / w.sum())
+    engine = torch.quasirandom.SobolEngine(dimension, scramble=True, seed=seed)
+    uniform = engine.draw(nodes, dtype=torch.float64) + 2.0**-31
+    return torch.special.ndtri(uniform), torch.full((nodes,), 1 / nodes, dtype=torch.float64)
+
+
+def _rule(count: int, split: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """One dimension's nodes and weights for a standard normal variable (module docstring)."""
+    if split is None:
+        nodes, weights = np.polynomial.hermite.hermgauss(count)
+        return nodes * math.sqrt(2), weights / math.sqrt(math.pi)
+    from statistics import NormalDist
+
+    normal = NormalDist()
+    middle = normal.cdf(split)
+    half = max(2, count // 2)
+    points, weights = np.polynomial.legendre.leggauss(half)
+    z, w = [], []
+    for low, high in ((0.0, middle), (middle, 1.0)):
+        u = low + (high - low) * (points + 1) / 2
+        z.extend(normal.inv_cdf(min(max(value, 1e-300), 1 - 1e-16)) for value in u)
+        w.extend((high - low) / 2 * weights)
+    return np.asarray(z), np.asarray(w)
+
+
+def bytes_per_input(network: Network, noises: tuple[Noise, ...], nodes: int, signs: bool = False) -> int:
+    """Working memory of one input at ``nodes`` quadrature nodes: ``(nodes, N, N)`` covariances
+    where some noise is carried by its moments, only ``(nodes, N)`` means where every noise is a
+    conditioned correlated draw (the network is then deterministic at each node)."""
+    conditioned = set(_correlated(network, noises, signs=signs))
+    moments_needed = any(
+        noise.has("AU")
+        or noise.has("MU")
+        or any(noise.has(kind) and (index, kind) not in conditioned for kind in ("AC", "MC"))
+        for index, noise in enumerate(noises)
+    )
+    widest = max(network.widths)
+    return 8 * 6 * nodes * widest * (widest if moments_needed else 1)
+
+
+def conditional_moments(
+    network: Network,
+    noises: tuple[Noise, ...],
+    x: Tensor,
+    *,
+    nodes: int | None,
+    seed: int,
+    full: bool,
+    output_covariance: bool = False,
+    signs: bool = False,
+) -> Conditional:
+    """The moment recursion of the module docstring at every node of the correlated draws.
+
+    ``full``: keep every layer's conditional covariance (else only the variances are kept, and the
+    last layer's covariance is not formed: ``diag(W C W^T)``). ``output_covariance``: form and keep
+    the last layer's covariance all the same (what the accuracy prediction needs).
+    """
+    pairs = _correlated(network, noises, signs=signs)
+    # the accuracy's integrand jumps where 1 + c_MC changes sign: split there (the moments are
+    # smooth in c_MC and polynomial in z, which Gauss-Hermite integrates best)
+    splits = tuple(
+        -1 / math.sqrt(noises[index].MC)
+        if signs and kind == "MC" and noises[index].MC > _NO_FLIP
+        else None
+        for index, kind in pairs
+    )
+    draws, weights = quadrature(len(pairs), nodes, seed, splits)
+    draws, weights = draws.to(x.device), weights.to(x.device)
+    shift = {pair: draws[:, column] for column, pair in enumerate(pairs)}  # (Q,) per pair
+    mean = x.unsqueeze(0).expand(len(weights), *x.shape)  # (Q, B, N_in): the inputs are noise-free
+    cov: Tensor | None = None
+    means, covariances, variances = [], [], []
+    last = network.depth - 1
+    for index, (layer, noise) in enumerate(zip(network.layers, noises)):
+        weight = layer.weight.to(x.device)
+        bias = layer.bias.to(x.device)
+        mean_x = torch.matmul(mean, weight.T) + bias
+        keep = full or output_covariance or index < last
+        if cov is None:
+            cov_x = None
+            var_x = torch.zeros_like(mean_x)
+        elif keep:
+            cov_x = torch.matmul(torch.matmul(weight, cov), weight.T)
+            var_x = cov_x.diagonal(dim1=-2, dim2=-1)
+        else:
+            cov_x = None
+            var_x = (torch.matmul(weight, cov) * weight).sum(-1)
+        draws_here = _Draws(
+            gain=1 + math.sqrt(noise.MC) * shift[(index, "MC")] if (index, "MC") in shift else None,
+            offset=math.sqrt(noise.AC) * shift[(index, "AC")] if (index, "AC") in shift else None,
+            MC=0.0 if (index, "MC") in shift else noise.MC,
+            AC=0.0 if (index, "AC") in shift else noise.AC,
+        )
+        f = layer.activation
+        if noise.injection == "before":
+            mean_x, cov_x, var_x = _inject(mean_x, cov_x, var_x, noise, draws_here, keep)
+            first, second, slope, curvature = gaussian_moments(f, mean_x, var_x, curvature=True)
+            mean, cov, var = _activate(first, second, slope, curvature, cov_x, keep)
+        else:
+            first, second, slope, curvature = gaussian_moments(f, mean_x, var_x, curvature=True)
+            mean, cov, var = _activate(first, second, slope, curvature, cov_x, keep)
+            mean, cov, var = _inject(mean, cov, var, noise, draws_here, keep)
+        means.append(mean)
+        stored = full or (output_covariance and index == last)
+        covariances.append(cov if stored else None)  # None also: no uncorrelated noise yet
+        variances.append(var)
+    return Conditional(weights, draws, means, covariances, variances)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """A layer's correlated noise: conditioned on (``gain = 1 + c_MC``, ``offset = c_AC``, ``(Q,)``
+    each, or ``None``), or carried exactly by its moments (intensities ``MC``, ``AC``; 0 when
+    conditioned on)."""
+
+    gain: Tensor | None
+    offset: Tensor | None
+    MC: float
+    AC: float
+
+
+def _activate(
+    first: Tensor, second: Tensor, slope: Tensor, curvature: Tensor, cov_x: Tensor | None, keep: bool
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Moments of ``s = f(x)``: the mean, the exact variance and, between neurons, the first two
+    terms of the Hermite expansion of a bivariate Gaussian (Mehler's formula)::
+
+        Cov(f(x_i), f(x_j)) = E f'_i E f'_j C_ij + E f''_i E f''_j C_ij^2 / 2 + ...
+    """
+    variance = (second - first.square()).clamp_min(0)
+    if not keep or cov_x is None:
+        return first, None, variance
+    cov = slope.unsqueeze(-1) * cov_x * slope.unsqueeze(-2)
+    cov += curvature.unsqueeze(-1) * cov_x.square() * curvature.unsqueeze(-2) / 2
+    cov.diagonal(dim1=-2, dim2=-1).copy_(variance)
+    return first, cov, variance
+
+
+def _inject(
+    mean: Tensor, cov: Tensor | None, var: Tensor, noise: Noise, draws: _Draws, keep: bool
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The neuron noise given the conditioned draws (``c``, per node) and with the others'
+    moments (``D``): ``E y = m (1 + c_MC) + c_AC`` and::
+
+        Cov y = (1 + c_MC)^2 [(1 + D_MC) C + D_MC m m^T] + D_AC 11^T + diag(D_MU E[v^2] + D_AU)
+
+    with ``E[v^2] = C_ii + m_i^2`` the second moment of the signal ``v`` before the noise (only one
+    of ``c_MC``, ``D_MC`` is nonzero)."""
+    own = noise.MU * (var + mean.square()) + noise.AU  # the uncorrelated kinds, per neuron
+    if draws.gain is not None:
+        scale = draws.gain.view(-1, *(1,) * (mean.ndim - 1))
+        mean = mean * scale
+        var = var * scale.square()
+        if cov is not None:
+            cov = cov * scale.unsqueeze(-1).square()
+    if draws.MC:
+        var = var * (1 + draws.MC) + draws.MC * mean.square()
+    var = var + own + draws.AC
+    if draws.offset is not None:
+        mean = mean + draws.offset.view(-1, *(1,) * (mean.ndim - 1))
+    if not keep:
+        return mean, None, var
+    shared = draws.MC or draws.AC
+    if cov is None and not shared and not bool((own != 0).any()):
+        return mean, None, var
+    if cov is None:
+        cov = torch.zeros(*mean.shape, mean.shape[-1], dtype=mean.dtype, device=mean.device)
+    else:
+        cov = cov.clone()
+    if draws.MC:
+        centre = mean if draws.offset is None else mean - draws.offset.view(-1, *(1,) * (mean.ndim - 1))
+        cov = cov * (1 + draws.MC) + draws.MC * centre.unsqueeze(-1) * centre.unsqueeze(-2)
+    if draws.AC:
+        cov = cov + draws.AC
+    cov.diagonal(dim1=-2, dim2=-1).add_(own)
+    return mean, cov, var
+
+
+def moments(
+    network: Network,
+    noises: tuple[Noise, ...],
+    x: Tensor,
+    *,
+    covariance: bool,
+    nodes: int | None,
+    seed: int,
+    max_memory: int,
+) -> list[LayerStatistics]:
+    """Every layer's mean, variance (and covariance) by the method of the module docstring, the
+    inputs in chunks whose working set fits ``max_memory`` bytes."""
+    count = len(quadrature(len(_correlated(network, noises)), nodes, seed)[1])
+    per_input = bytes_per_input(network, noises, count)
+    chunk = max(1, min(x.shape[0], max_memory // per_input))
+    parts = [
+        _combine(conditional_moments(network, noises, x[start : start + chunk], nodes=nodes,
+                                     seed=seed, full=covariance), covariance)
+        for start in range(0, x.shape[0], chunk)
+    ]  # fmt: skip
+    layers = []
+    for index in range(network.depth):
+        pieces = [part[index] for part in parts]
+        layers.append(
+            LayerStatistics(
+                mean=torch.cat([piece.mean for piece in pieces]),
+                variance=torch.cat([piece.variance for piece in pieces]),
+                covariance=torch.cat([piece.covariance for piece in pieces]) if covariance else None,
+            )
+        )
+    return layers
+
+
+def _combine(conditional: Conditional, covariance: bool) -> list[LayerStatistics]:
+    """The laws of total expectation and variance over the quadrature nodes."""
+    weights = conditional.weights
+    layers = []
+    for mean, cov, var in zip(conditional.means, conditional.covariances, conditional.variances):
+        w = weights.view(-1, *(1,) * (mean.ndim - 1))
+        total_mean = (w * mean).sum(0)
+        centred = mean - total_mean
+        variance = (w * (var + centred.square())).sum(0)
+        matrix = None
+        if covariance:
+            inner = torch.diag_embed(var) if cov is None else cov
+            outer = centred.unsqueeze(-1) * centred.unsqueeze(-2)
+            matrix = (w.unsqueeze(-1) * (inner + outer)).sum(0)
+        layers.append(LayerStatistics(mean=total_mean, variance=variance, covariance=matrix))
+    return layers
