@@ -197,3 +197,27 @@ def plot_mitigation(table: pd.DataFrame, ax: Axes) -> Axes:
     ax.set_xticks(positions, ["noisy" if t == "none" else t for t in order])
     ax.set_ylabel("test accuracy")
     return ax
+
+
+def plot_beyond(errors: pd.DataFrame, kind: str, ax: Axes, *, threshold: float = 0.02) -> Axes:
+    """Largest ``|relative error|`` over the layers of the predicted variance against simulation,
+    against the intensity of one kind, first order and moments methods (from
+    :func:`noiseprop.study.beyond_errors`), with the break-down threshold dashed; hollow markers
+    are within the simulation's standard errors."""
+    styles = {"covariance": ("o-", "first order"), "moments": ("s-", "moments")}
+    for method, (style, label) in styles.items():
+        rows = errors[(errors["method"] == method) & (errors["kind"] == kind)]
+        rows = rows.sort_values("intensity")
+        if rows.empty:
+            continue
+        line = ax.plot(rows["intensity"], rows["error"].clip(lower=1e-5), style, label=label)[0]
+        settled = rows[~rows["broken"]]
+        ax.plot(settled["intensity"], settled["error"].clip(lower=1e-5), "o", mfc="white",
+                color=line.get_color(), ms=4)  # fmt: skip
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"{100 * threshold:g} %")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{kind} variance in every layer")
+    ax.set_ylabel("largest |relative error| of a layer's variance")
+    ax.set_title(f"{kind}: {KIND_NAMES[kind]}", fontsize=10)
+    return ax

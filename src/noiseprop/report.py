@@ -59,6 +59,13 @@ FIGURES = {
         "pooled, and with both (SCIENCE.md §5). Bars: simulated accuracy; diamonds: predicted; "
         "labels: output SNR.",
     ),
+    "beyond": (
+        "Beyond first order",
+        "The trained network, each kind alone in every layer at growing intensity: the largest "
+        "relative error over the layers of the predicted variance against simulation, first order "
+        "(covariance method) and the moments method. Above the dashed line and beyond 4 standard "
+        "errors a method has broken down (hollow markers: within the simulation's error).",
+    ),
     "accuracy": (
         "Accuracy under noise",
         "Test accuracy against the intensity of each kind of noise in every layer: simulation "
@@ -113,6 +120,17 @@ def draw_figures(study: Study) -> dict[str, Figure]:
         figure, ax = plt.subplots(figsize=(6.5, 4.2))
         plot_accuracy_curve(tables["accuracy"], ax=ax)
         drawn["accuracy"] = figure
+    if not tables.get("beyond", _empty()).empty:
+        from noiseprop.study import BREAK, beyond_errors
+
+        errors = beyond_errors(tables["beyond"])
+        figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
+        for ax, kind in zip(axes.flat, ("AU", "AC", "MU", "MC")):
+            figures.plot_beyond(errors, kind, ax, threshold=BREAK)
+        for ax in axes[:, 1]:
+            ax.set_ylabel("")
+        axes.flat[0].legend(fontsize=8)
+        drawn["beyond"] = figure
     if not tables.get("mitigation", _empty()).empty:
         figure, ax = plt.subplots(figsize=(6.5, 4.2))
         figures.plot_mitigation(tables["mitigation"], ax)

@@ -1,7 +1,7 @@
 """The study: the experiments that make the research's case, run as sweeps, with computed findings.
 
-:func:`run_study` runs six sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
-interruption and record failures), draws seven figures, one per finding (:mod:`noiseprop.figures`;
+:func:`run_study` runs seven sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
+interruption and record failures), draws eight figures, one per finding (:mod:`noiseprop.figures`;
 ``accumulation`` is drawn from the ``slopes`` sweep), and writes the report (:mod:`noiseprop.report`):
 
 1. ``layers``: variance per layer for each kind of noise in three symmetric networks (linear slope 1,
@@ -14,6 +14,8 @@ interruption and record failures), draws seven figures, one per finding (:mod:`n
 6. ``accuracy``: accuracy against noise intensity for each kind, predicted and simulated;
 7. ``mitigation``: ghost neurons and pooling (SCIENCE.md section 5) on the trained network under
    additive noise: accuracy and output SNR, predicted and simulated.
+8. ``beyond``: beyond first order, the error of the first-order and moments methods against
+   simulation on the trained network as the noise grows, with each method's 2 % break point.
 
 Every finding is a sentence computed from the tables, never typed in.
 """
@@ -63,6 +65,10 @@ class StudyConfig:
         mitigation_factor: pooling factor of the mitigation experiment.
         mitigation_images: MNIST test images there.
         mitigation_repeats: noise draws per image there.
+        beyond_intensities: noise variances at which first order and the moments method are put
+            beside simulation on the trained network (each kind alone in every layer).
+        beyond_images: MNIST test images there.
+        beyond_repeats: Monte Carlo repeats per image there.
     """
 
     width: int = 20
@@ -83,11 +89,14 @@ class StudyConfig:
     mitigation_factor: int = 4
     mitigation_images: int = 500
     mitigation_repeats: int = 100
+    beyond_intensities: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    beyond_images: int = 20
+    beyond_repeats: int = 2000
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "repeats", "width_depth", "trained_images", "trained_repeats",
                      "accuracy_images", "accuracy_repeats", "mitigation_images",
-                     "mitigation_repeats"):  # fmt: skip
+                     "mitigation_repeats", "beyond_images", "beyond_repeats"):  # fmt: skip
             check_positive_int(f"StudyConfig.{name}", getattr(self, name), minimum=2)
         check_positive("StudyConfig.intensity", self.intensity, "variance")
         check_positive_int("StudyConfig.mitigation_factor", self.mitigation_factor)
@@ -99,7 +108,8 @@ class StudyConfig:
         for value in self.mitigation_noise:
             check_nonnegative("StudyConfig.mitigation_noise", value)
         object.__setattr__(self, "mitigation_noise", tuple(self.mitigation_noise))
-        for name in ("slopes", "accumulation_slopes", "widths", "accuracy_intensities"):
+        for name in ("slopes", "accumulation_slopes", "widths", "accuracy_intensities",
+                     "beyond_intensities"):  # fmt: skip
             values = tuple(getattr(self, name))
             if not values:
                 raise ValueError(f"StudyConfig.{name} must list at least one value; got none.")
@@ -171,6 +181,11 @@ def sweeps(config: StudyConfig) -> dict[str, tuple[str, dict[str, list[Any]]]]:
             "network": [config.network], "kind": list(KINDS),
             "intensity": list(config.accuracy_intensities), "images": [config.accuracy_images],
             "repeats": [config.accuracy_repeats],
+        }),
+        "beyond": ("trained", {
+            "network": [config.network], "kind": list(KINDS),
+            "intensity": list(config.beyond_intensities), "images": [config.beyond_images],
+            "repeats": [config.beyond_repeats], "methods": ["covariance,moments"],
         }),
         "mitigation": ("mitigation", {
             "network": [config.network], "transform": ["none", "ghosts", "pool", "ghosts+pool"],
@@ -378,7 +393,65 @@ def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, 
         )
     if not tables.get("mitigation", pd.DataFrame()).empty:
         result["mitigation"] = _mitigation_finding(tables["mitigation"], config)
+    if not tables.get("beyond", pd.DataFrame()).empty:
+        result["beyond"] = _beyond_finding(tables["beyond"])
     return result
+
+
+BREAK = 0.02
+"""Relative error of a predicted variance beyond which a method has broken down (the figure's
+break points), when it is also more than :data:`SIGMAS` standard errors."""
+
+
+def beyond_errors(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, kind, intensity): the largest ``|relative error|`` over the layers of the
+    predicted variance against simulation, and whether it is a breakdown (beyond :data:`BREAK`
+    and :data:`SIGMAS` standard errors)."""
+    paired = _paired(table)
+    paired["broken"] = (paired["relative_error"].abs() > BREAK) & (paired["z"].abs() > SIGMAS)
+    worst = paired.assign(error=paired["relative_error"].abs())
+    return (
+        worst.groupby(["method", "kind", "intensity"])
+        .agg(error=("error", "max"), broken=("broken", "any"))
+        .reset_index()
+    )
+
+
+def break_points(errors: pd.DataFrame) -> dict[tuple[str, str], float | None]:
+    """(method, kind) -> the largest intensity up to which the method holds at every intensity
+    of the grid (``None``: broken at the smallest); ``inf`` when it never breaks."""
+    points: dict[tuple[str, str], float | None] = {}
+    for (method, kind), rows in errors.groupby(["method", "kind"]):
+        rows = rows.sort_values("intensity")
+        broken = rows[rows["broken"]]
+        if broken.empty:
+            points[(method, kind)] = math.inf
+        else:
+            before = rows[rows["intensity"] < broken["intensity"].iloc[0]]
+            points[(method, kind)] = float(before["intensity"].iloc[-1]) if len(before) else None
+    return points
+
+
+def _beyond_finding(table: pd.DataFrame) -> str:
+    errors = beyond_errors(table)
+    points = break_points(errors)
+    top = float(errors["intensity"].max())
+    names = {"covariance": "first order", "moments": "moments"}
+    parts = []
+    for method in ("covariance", "moments"):
+        if method not in set(errors["method"]):
+            continue
+        holds = []
+        for kind in KINDS:
+            point = points.get((method, kind))
+            text = "never" if point is None else f"≥ {top:g}" if math.isinf(point) else f"{point:g}"
+            holds.append(f"{kind} {text}")
+        largest = errors[(errors["method"] == method) & (errors["intensity"] == top)]["error"].max()
+        parts.append(
+            f"{names[method]} within {100 * BREAK:g} % up to {', '.join(holds)} (largest error at "
+            f"{top:g}: {100 * largest:.1f} %)"
+        )
+    return "; ".join(parts)
 
 
 def _mitigation_finding(table: pd.DataFrame, config: StudyConfig) -> str:
@@ -416,11 +489,13 @@ def disagreements(tables: dict[str, pd.DataFrame], sigmas: float = SIGMAS) -> pd
     ``sigmas`` standard errors, with its parameters, sorted by ``|z|``."""
     parameters = ["activation", "kind", "intensity", "width", "depth"]
     frames = []
-    for name in ("layers", "slopes", "width", "trained"):
+    for name in ("layers", "slopes", "width", "trained", "beyond"):
         table = tables.get(name)
         if table is None or table.empty:
             continue
         paired = _paired(table)
+        if name == "beyond":  # first order's breakdown there is the figure's point, not a surprise
+            paired = paired[paired["method"] == "moments"]
         paired = paired[paired["z"].abs() > sigmas]
         columns = [c for c in parameters if c in paired.columns]
         keep = ["figure", *columns, "layer", "method", "predicted", "simulated", "stderr", "z",
