@@ -89,3 +89,17 @@ def test_accuracy_curve_writes_figure_and_table(tmp_path):
 )
 def test_option_errors_exit_2(args, message):
     assert message in run(*args, code=2)
+
+
+def test_accuracy_with_the_moments_predictor():
+    """Correlated additive noise at 0.3 on the shipped network: the moments predictor lands within
+    one point (plus 4 standard errors) of the simulation; a bad --predictor is named."""
+    args = ("accuracy", "--noise", "AC=0.3", "--images", "mnist:200", "--predictor", "moments",
+            "--repeats", "200", "--json")  # fmt: skip
+    payload = json.loads(run(*args))["methods"]
+    predicted, simulated = payload["predicted"], payload["montecarlo"]
+    assert predicted["predictor"] == "moments" and simulated["predictor"] is None
+    allowed = 0.01 + 4 * (predicted["stderr"] ** 2 + simulated["stderr"] ** 2) ** 0.5
+    assert abs(predicted["accuracy"] - simulated["accuracy"]) <= allowed
+    message = run("accuracy", "--predictor", "exact", code=2)
+    assert "--predictor" in message and "expected one of covariance, moments; got 'exact'" in message

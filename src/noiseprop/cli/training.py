@@ -54,7 +54,15 @@ AccuracyMethodOption = Annotated[
 ]
 RepeatsOption = Annotated[int, typer.Option(help="Noise draws per image (Monte Carlo).")]
 PointsOption = Annotated[int, typer.Option(help="Quasi-Monte Carlo points per image (predicted).")]
+PredictorOption = Annotated[
+    str,
+    typer.Option(
+        help="What --method predicted takes the logits' distribution from: covariance (first "
+        "order) or moments (beyond first order, correlated draws integrated exactly)."
+    ),
+]
 METHODS = ("predicted", "montecarlo")
+PREDICTORS = ("covariance", "moments")
 
 
 def _classifier(path: Path | None) -> Network:
@@ -157,6 +165,7 @@ def accuracy(
     method: AccuracyMethodOption = None,
     repeats: RepeatsOption = 100,
     points: PointsOption = 4096,
+    predictor: PredictorOption = "covariance",
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
@@ -167,6 +176,7 @@ def accuracy(
     """
     parsed = parse_noise(noise, injection)
     methods = _methods(method)
+    choice("--predictor", predictor, PREDICTORS)
     if model is not None:
         refuse_with_model({"--network": network}, "--network")
         refuse_layers(layers)
@@ -196,13 +206,14 @@ def accuracy(
 
     from noiseprop.classification import accuracy as measure
 
-    extra = {"sites": loaded.sites} if model is not None else {}
+    extra: dict[str, Any] = {"sites": loaded.sites} if model is not None else {}
     results = {}
     for name in methods:
+        chosen_predictor = {"predictor": predictor} if name == "predicted" else {}
         with reported_as("--method"), running(model is not None, tuple(pixels.shape)):
             results[name] = measure(
                 classifier, spec, pixels, labels, method=name, repeats=repeats, points=points,
-                seed=seed, **extra,
+                seed=seed, **extra, **chosen_predictor,
             )  # fmt: skip
     if as_json:
         print_json(
@@ -234,8 +245,11 @@ def accuracy(
         f"montecarlo: {repeats} draws per image; stderr conditional on the images",
     ]
     if model is None:
-        notes.append(f"predicted: Gaussian outputs (covariance method), {points} quasi-Monte Carlo "
-                     "points")  # fmt: skip
+        source = {
+            "covariance": "covariance method",
+            "moments": "moments method, correlated draws integrated",
+        }[predictor]
+        notes.append(f"predicted: Gaussian outputs ({source}), {points} quasi-Monte Carlo points")
     print_notes(console, notes)
 
 
