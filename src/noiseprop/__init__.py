@@ -1,8 +1,8 @@
 """noiseprop: how neuron noise propagates through deep analog neural networks.
 
 Predict it analytically (:func:`propagate`), simulate it exactly (:func:`simulate`) and compare the
-two (:func:`compare`), for the four kinds of neuron noise of :class:`Noise`. See ``SCIENCE.md`` of the
-project for the model.
+two (:func:`compare`), for the four kinds of neuron noise of :class:`Noise`. See ``docs/THEORY.md`` of
+the project for the model.
 
 The public names are loaded lazily, so that ``import noiseprop`` (and ``noiseprop --help``) does not
 import torch until something needs it.

@@ -28,7 +28,7 @@ def as_inputs(inputs: Any, network: Network, *, dtype: torch.dtype, device: Any)
 
     ``inputs`` may be a ``(batch, input_size)`` or ``(input_size,)`` array or tensor, or a single
     number, which is broadcast to every input feature (one input value fed to every neuron, as in the
-    symmetric networks of SCIENCE.md section 2).
+    symmetric networks of docs/THEORY.md section 2).
     """
     try:
         tensor = torch.as_tensor(inputs, dtype=torch.float64).detach()

@@ -1,4 +1,4 @@
-"""Activation functions with their derivatives (SCIENCE.md sections 1-3).
+"""Activation functions with their derivatives (docs/THEORY.md sections 1-3).
 
 Each activation is a small frozen dataclass that maps a tensor to a tensor (``f``) and gives the slope
 ``f'`` that the first-order theory needs. They are registered by name so that networks can be saved and
@@ -194,7 +194,7 @@ class Sigmoid(Activation):
 @register_activation
 @dataclass(frozen=True, kw_only=True)
 class Linear(Activation):
-    """Affine activation ``f(x) = slope x + offset``, ``f'(x) = slope`` (SCIENCE.md section 2)."""
+    """Affine activation ``f(x) = slope x + offset``, ``f'(x) = slope`` (docs/THEORY.md section 2)."""
 
     name: ClassVar[str] = "linear"
     linear: ClassVar[bool] = True

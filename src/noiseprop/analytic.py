@@ -4,8 +4,8 @@ All three methods run in float64 on the device asked for and return a
 :class:`~noiseprop.results.NoiseStatistics` whose ``mean`` is the noise-free output (to first order the
 noise does not move the mean; exactly so for linear activations).
 
-Injected noise (SCIENCE.md section 1), applied to the covariance ``C`` of a signal whose noise-free
-value is ``m``::
+Injected noise (docs/THEORY.md section 1), applied to the covariance ``C`` of a signal whose
+noise-free value is ``m``::
 
     inject(C, m) = C (1 + D_MC) + diag(diag(C)) D_MU + diag(D_AU + m^2 D_MU) + D_AC 11^T
                    + D_MC m m^T
@@ -53,11 +53,11 @@ def propagate(
             ``{layer: Noise}`` (see :mod:`noiseprop.noise`).
         inputs: ``(batch, input_size)`` noise-free inputs, one input vector, or one number fed to
             every input feature.
-        method: ``"covariance"``: the first-order covariance recursion of SCIENCE.md section 3, exact
-            for linear activations. ``"meanfield"``: the scalar rule of SCIENCE.md section 3, in which
-            each layer's noise is a per-neuron variance plus a covariance shared by every pair of
-            neurons, propagated with ``<W>`` and ``<W^2>``. ``"symmetric"``: the closed form of
-            SCIENCE.md section 2 for networks whose layers have one weight value and one bias value
+        method: ``"covariance"``: the first-order covariance recursion of docs/THEORY.md section 3,
+            exact for linear activations. ``"meanfield"``: the scalar rule of docs/THEORY.md section 3,
+            in which each layer's noise is a per-neuron variance plus a covariance shared by every pair
+            of neurons, propagated with ``<W>`` and ``<W^2>``. ``"symmetric"``: the closed form of
+            docs/THEORY.md section 2 for networks whose layers have one weight value and one bias value
             (exact for linear activations, linearised around the noise-free signal otherwise).
         covariance: also return every layer's ``(batch, N, N)`` covariance.
         device: where to compute.
@@ -152,7 +152,7 @@ def _covariance_chunked(
 def _covariance(
     network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool
 ) -> list[LayerStatistics]:
-    """First-order covariance recursion (SCIENCE.md section 3)::
+    """First-order covariance recursion (docs/THEORY.md section 3)::
 
         Cz  = W C^{n-1} W^T
         Cf  = diag(g) Cz diag(g),   g = f'(x-bar)
@@ -200,7 +200,7 @@ def _covariance(
 def _meanfield(
     network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool
 ) -> list[LayerStatistics]:
-    """Scalar rule (SCIENCE.md section 3), per input.
+    """Scalar rule (docs/THEORY.md section 3), per input.
 
     A layer's noise is described by ``u`` (the part independent between neurons) and ``c`` (the
     covariance shared by every pair). Through ``W`` (``N_in`` inputs, mean weight ``<W>``, mean
@@ -256,7 +256,7 @@ def _scalar_layer(signal: Tensor, var: Tensor, cov: Tensor, covariance: bool) ->
 def _symmetric(
     network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool
 ) -> list[LayerStatistics]:
-    """Closed form for symmetric networks (SCIENCE.md section 2).
+    """Closed form for symmetric networks (docs/THEORY.md section 2).
 
     Every neuron of a layer receives the same weighted input ``x = w N_in s_prev + b`` where
     ``s_prev`` is the previous layer's average (mean ``mu``, variance ``v``), so

@@ -1,4 +1,4 @@
-"""Gains, the first-order noise budget and the deep limit of accumulation (SCIENCE.md sections 2-3).
+"""Gains, the first-order noise budget and the deep limit of accumulation (docs/THEORY.md section 7).
 
 The parts of :func:`noiseprop.criteria.design` that describe how noise accumulates: the mean-field
 gains of every layer (:class:`LayerGain`), the output variance broken down by source layer and kind
@@ -34,7 +34,7 @@ _UNCORRELATED = ("AU", "MU")
 # ------------------------------------------------------------------------------------ results
 @dataclass(frozen=True, kw_only=True, eq=False)
 class LayerGain:
-    """Mean-field gains of one layer's incoming transfer (SCIENCE.md section 3).
+    """Mean-field gains of one layer's incoming transfer (docs/THEORY.md section 3).
 
     ``uncorrelated_gain = <g^2> N_in <W^2>`` and ``correlated_gain = <g>^2 N_in^2 <W>^2``, with
     ``<W>``, ``<W^2>`` the mean and mean square of the layer's incoming weights ``W^n``, ``N_in`` its

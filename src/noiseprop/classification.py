@@ -1,4 +1,5 @@
-"""Classification accuracy under noise: simulated, and predicted from the Gaussian output (SCIENCE.md 4).
+"""Classification accuracy under noise: simulated, and predicted from the Gaussian output
+(docs/THEORY.md section 6).
 
 The network is a classifier: the last layer's ``K`` outputs are class scores and the predicted class is
 their argmax. For an image of class ``c`` the prediction is right when ``y_c > y_k`` for every
@@ -6,8 +7,8 @@ their argmax. For an image of class ``c`` the prediction is right when ``y_c > y
 
 * ``method="montecarlo"``: draw the noise, run the noisy network, count (:func:`accuracy`);
 * ``method="predicted"``: take the outputs as Gaussian, with the noise-free output as mean and the
-  first-order covariance of SCIENCE.md section 3 (:func:`noiseprop.propagate`), and integrate that
-  Gaussian over the region where class ``c`` wins, a ``(K-1)``-dimensional orthant.
+  first-order covariance of docs/THEORY.md section 3 (:func:`noiseprop.propagate`), and integrate
+  that Gaussian over the region where class ``c`` wins, a ``(K-1)``-dimensional orthant.
 
 :func:`noiseprop.curves.accuracy_curve` sweeps the intensity of each kind of noise.
 """
@@ -158,7 +159,7 @@ def accuracy(
     ``SeedSequence([seed, image block, repeat block])``.
 
     ``method="predicted"``: the outputs ``y`` of an image are taken as Gaussian, mean the noise-free
-    output ``m`` and covariance ``C`` the first-order covariance of SCIENCE.md section 3
+    output ``m`` and covariance ``C`` the first-order covariance of docs/THEORY.md section 3
     (:func:`noiseprop.propagate`, ``method="covariance"``). For class ``c`` the differences
     ``d_k = y_c - y_k`` (``k != c``) are Gaussian with mean ``m_c - m_k`` and covariance
     ``S_kj = C_cc - C_cj - C_kc + C_kj``, and ``p_i = P(d > 0)``, a ``(K-1)``-dimensional orthant

@@ -1,4 +1,4 @@
-"""Design criteria: gains, bounded accumulation, noise budget, tolerable noise (SCIENCE.md sections 2-4).
+"""Design criteria: gains, bounded accumulation, noise budget, tolerable noise (docs/THEORY.md 7).
 
 :func:`design` answers the engineer's questions about a network, a noise specification and a set of
 inputs; :func:`plot_noise_budget` draws the budget. Definitions used throughout:
@@ -7,8 +7,8 @@ inputs; :func:`plot_noise_budget` draws the budget. Definitions used throughout:
 * Output variance: the noise variance of the output layer averaged over its neurons and the inputs;
   output SNR ``<mean^2> / <variance>`` (the per-layer SNR of :mod:`noiseprop.results`), in dB
   ``10 log10``.
-* First-order (linearised) recursion: SCIENCE.md section 3 without the products of intensities with
-  upstream noise (``D_MC C`` and ``D_MU diag(C)``)::
+* First-order (linearised) recursion: docs/THEORY.md section 3 without the products of intensities
+  with upstream noise (``D_MC C`` and ``D_MU diag(C)``)::
 
       C^n = diag(g) W C^{n-1} W^T diag(g) + Q^n,
       Q^n = diag(D_AU + m^2 D_MU) + D_AC 11^T + D_MC m m^T
@@ -64,7 +64,7 @@ class Design:
             ``"geometric"``.
         growth_ratio: repeating networks: the ratio ``r`` of the variance recursion at the deep
             operating point; otherwise the largest transfer gain of layers 2..depth.
-        repeating: whether layers 2..depth repeat one symmetric layer (SCIENCE.md section 2).
+        repeating: whether layers 2..depth repeat one symmetric layer (docs/THEORY.md section 2).
         limit: repeating networks with the same noise on layers 2..depth: the per-neuron variance deep
             in the network (``inf`` when unbounded); else ``None``.
         limit_ratio: ``limit`` over the fresh noise one such layer adds at that operating point.
@@ -172,11 +172,11 @@ def design(
     """Per-layer gains, bounded accumulation, noise budget, tolerable noise and remedies.
 
     **Gains and verdict.** :class:`LayerGain` gives the mean-field gains ``<g^2> N_in <W^2>`` and
-    ``<g>^2 N_in^2 <W>^2`` of every layer (SCIENCE.md section 3). Accumulation is bounded when the
-    gains of layers 2..depth are below one (the generalised slope criterion); ``growth_ratio`` is the
-    largest. When layers 2..depth repeat one symmetric layer (weight ``w``, bias ``b``, ``N``
-    neurons, fan-in ``N_in``; SCIENCE.md section 2), the verdict is that of the exact recursion of the
-    layer average instead, linearised at the deep operating point ``s* = f(w N_in s* + b)`` (the
+    ``<g>^2 N_in^2 <W>^2`` of every layer (docs/THEORY.md section 3). Accumulation is bounded when
+    the gains of layers 2..depth are below one (the generalised slope criterion); ``growth_ratio`` is
+    the largest. When layers 2..depth repeat one symmetric layer (weight ``w``, bias ``b``, ``N``
+    neurons, fan-in ``N_in``; docs/THEORY.md section 2), the verdict is that of the exact recursion of
+    the layer average instead, linearised at the deep operating point ``s* = f(w N_in s* + b)`` (the
     noise-free signal iterated to its fixed point), ``x* = w N_in s* + b``, ``g = f'(x*)``::
 
         r   = g^2 (w N_in)^2 (1 + D_MC + D_MU/N)
@@ -231,7 +231,7 @@ def design(
             noise-free accuracy, or a parameter out of range (the message names it).
 
     Example:
-        The symmetric sigmoid network of SCIENCE.md section 2 with correlated additive noise:
+        The symmetric sigmoid network of docs/THEORY.md section 2 with correlated additive noise:
 
         >>> from noiseprop import Network, Noise
         >>> net = Network.symmetric(width=10, depth=4)

@@ -67,7 +67,7 @@ def _statistics_rows(stats: Any, method: str, *, site: bool = False) -> pd.DataF
 
 
 def fixed_point(activation: str, *, start: float = 0.5, steps: int = 10_000) -> float:
-    """The fixed point ``mu* = f(mu*)`` reached by iterating ``f`` from ``start`` (SCIENCE.md
+    """The fixed point ``mu* = f(mu*)`` reached by iterating ``f`` from ``start`` (docs/THEORY.md
     section 2: a symmetric network with weights 1/N maps its layer average ``mu`` to ``f(mu)``).
 
     Example:
@@ -121,8 +121,8 @@ def symmetric_layers(
     repeats: int = 2000,
     methods: str = "symmetric,covariance,meanfield",
 ) -> pd.DataFrame:
-    """Per-layer noise of a symmetric network (SCIENCE.md section 2) with one kind of noise on every
-    layer: one row per layer and method (``montecarlo`` and each prediction method), columns
+    """Per-layer noise of a symmetric network (docs/THEORY.md section 2) with one kind of noise on
+    every layer: one row per layer and method (``montecarlo`` and each prediction method), columns
     ``input_value, layer, method, mean, variance, variance_stderr, snr_db``.
 
     ``input="fixed"`` feeds the activation's fixed point (:func:`fixed_point`), so every layer works

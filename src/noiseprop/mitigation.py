@@ -1,4 +1,4 @@
-"""Mitigating neuron noise by transforming the network (SCIENCE.md section 5).
+"""Mitigating neuron noise by transforming the network (docs/THEORY.md section 7).
 
 Each transform returns a new, ordinary :class:`~noiseprop.network.Network` computing the same noise-free
 function, so :func:`~noiseprop.propagate`, :func:`~noiseprop.simulate` and
@@ -15,8 +15,8 @@ function, so :func:`~noiseprop.propagate`, :func:`~noiseprop.simulate` and
 :func:`assess` measures a network under noise (per-layer SNR and accuracy, predicted and simulated),
 to put a network beside its mitigated version.
 
-Both transforms rely on the noise model of SCIENCE.md section 1 with noise injected *after* the
-activation (the default). With ``injection="before"`` the shared noise passes through each neuron's
+Both transforms rely on the noise model of docs/THEORY.md section 1 with noise injected *after*
+the activation (the default). With ``injection="before"`` the shared noise passes through each neuron's
 slope before it reaches the next layer, and the statements below hold to first order only (pooling) or
 not at all (ghosts, see :func:`add_ghosts`).
 """
@@ -53,7 +53,7 @@ _SEARCH = (-20.0, 20.0, 4001)
 
 # ------------------------------------------------------------------------------------ pooling
 def pool(network: Network, factor: int, *, layers: Iterable[int] | None = None) -> Network:
-    """Replace every neuron of the given hidden layers by ``factor`` copies (SCIENCE.md section 5).
+    """Replace every neuron of the given hidden layers by ``factor`` copies (docs/THEORY.md section 7).
 
     Neuron ``i`` of layer ``n`` becomes copies ``i P .. i P + P - 1`` (``P = factor``) with the same
     incoming weights ``W^n_i`` and bias ``b^n_i``; every copy is a separate noisy device. The next
@@ -122,7 +122,7 @@ def add_ghosts(
     layers: Iterable[int] | None = None,
     bias: float | Literal["auto"] | Mapping[int, float] = "auto",
 ) -> Network:
-    """Add one ghost neuron to each given hidden layer against its correlated noise (SCIENCE.md 5).
+    """Add one ghost neuron to each given hidden layer against its correlated noise (docs/THEORY.md 7).
 
     The ghost of layer ``n`` has no input (zero incoming weights) and bias ``b_g``, so its noise-free
     output is the constant ``s_g = f_n(b_g)``. Being a neuron of layer ``n`` it feels the layer's
@@ -257,7 +257,7 @@ class Assessment:
     """How one network fares under one noise, predicted and simulated.
 
     Attributes:
-        predicted: per-layer statistics from the covariance method (SCIENCE.md section 3).
+        predicted: per-layer statistics from the covariance method (docs/THEORY.md section 3).
         simulated: per-layer statistics from Monte Carlo.
         predicted_accuracy: accuracy from the Gaussian output (:func:`noiseprop.accuracy`).
         simulated_accuracy: accuracy from Monte Carlo.

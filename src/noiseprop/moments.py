@@ -16,7 +16,7 @@ neurons, statistical linearisation (Stein's lemma to first order in the correlat
 
 A layer ``x = W y + b`` maps the moments of ``y`` exactly (``mu_x = W mu_y + b``,
 ``C_x = W C_y W^T``), and the neuron noise acts on them exactly, given the correlated draws
-``c_MC = sqrt(D_MC) z_1`` and ``c_AC = sqrt(D_AC) z_2`` of that layer (SCIENCE.md section 1)::
+``c_MC = sqrt(D_MC) z_1`` and ``c_AC = sqrt(D_AC) z_2`` of that layer (docs/THEORY.md section 1)::
 
     E y   = E s (1 + c_MC) + c_AC
     Cov y = (1 + c_MC)^2 Cov s + diag(D_MU E[s^2] + D_AU)

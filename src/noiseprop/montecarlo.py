@@ -1,7 +1,7 @@
 """Monte Carlo simulation of noisy networks: the ground truth for the predictions.
 
-Every repeat presents every input once and draws fresh noise (SCIENCE.md section 1): uncorrelated kinds
-independently for every neuron, correlated kinds once per layer, repeat and input. Repeats run in
+Every repeat presents every input once and draws fresh noise (docs/THEORY.md section 1): uncorrelated
+kinds independently for every neuron, correlated kinds once per layer, repeat and input. Repeats run in
 chunks, vectorised over ``(repeats, inputs, neurons)``, in buffers allocated once per call and reused
 for every chunk, so memory is bounded by the chunk whatever the number of repeats.
 
@@ -367,8 +367,8 @@ def _additive(out: Tensor, noise: Noise, bias: Tensor, generator: torch.Generato
 def _noisy(
     value: Tensor, noise: Noise, generator: torch.Generator, out: Tensor, work: Workspace
 ) -> Tensor:
-    """``value (1 + xi_MU + xi_MC) + xi_AU + xi_AC`` (SCIENCE.md section 1) written into ``out``,
-    which may be ``value`` itself; ``value`` may also be a broadcast ``(batch, width)`` tensor.
+    """``value (1 + xi_MU + xi_MC) + xi_AU + xi_AC`` (docs/THEORY.md section 1) written into
+    ``out``, which may be ``value`` itself; ``value`` may also be a broadcast ``(batch, width)`` tensor.
 
     Draws (module docstring): one standard normal per neuron for ``s xi_MU + xi_AU``, scaled by
     ``sqrt(s^2 D_MU + D_AU)``, then one ``(repeats, batch, k)`` draw for the ``k`` correlated kinds.

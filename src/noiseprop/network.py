@@ -1,4 +1,4 @@
-"""Feed-forward networks of dense noisy layers (SCIENCE.md sections 1-3).
+"""Feed-forward networks of dense noisy layers (docs/THEORY.md sections 1-3).
 
 A :class:`Network` is an immutable sequence of :class:`Layer` (weight ``W^n`` of shape
 ``(N_n, N_{n-1})``, bias ``b^n``, activation ``f_n``). The input layer only distributes the data and is
@@ -187,7 +187,7 @@ class Network:
 
     def symmetric_weights(self) -> list[tuple[float, float]] | None:
         """``[(weight, bias)]`` per layer when every weight of a layer is one value and every bias
-        another (the symmetric networks of SCIENCE.md section 2); ``None`` otherwise."""
+        another (the symmetric networks of docs/THEORY.md section 2); ``None`` otherwise."""
         result = []
         for layer in self.layers:
             weight, bias = layer.weight, layer.bias
@@ -207,7 +207,7 @@ class Network:
         weight: float | None = None,
         input_size: int | None = None,
     ) -> Network:
-        """The symmetric network of SCIENCE.md section 2: every weight ``1/width``, no bias.
+        """The symmetric network of docs/THEORY.md section 2: every weight ``1/width``, no bias.
 
         Args:
             width: neurons per layer ``N``, the output layer included.

@@ -1,4 +1,4 @@
-"""The four kinds of neuron noise and where they act (SCIENCE.md section 1).
+"""The four kinds of neuron noise and where they act (docs/THEORY.md section 1).
 
 A noisy neuron with noise-free response ``s = f(x)`` outputs::
 
@@ -93,7 +93,7 @@ class Noise:
         MC: variance of the multiplicative correlated noise.
             Each may also be a tensor of variances broadcastable to a site's per-presentation
             output shape (models with noise sites only; see the module docstring).
-        injection: ``"after"`` the activation function (the default, SCIENCE.md section 1) or
+        injection: ``"after"`` the activation function (the default, docs/THEORY.md section 1) or
             ``"before"`` it, on the weighted input.
 
     Example:

@@ -26,7 +26,7 @@ FIGURES = {
         "Noise per layer in symmetric networks",
         "Every weight 1/N, each kind of noise alone (variance {intensity:g}) in every layer, input at "
         "the activation's fixed point. Points: simulation (± one standard error); lines: the closed "
-        "form of SCIENCE.md §2.",
+        "form of docs/THEORY.md §2.",
     ),
     "accumulation": (
         "Accumulation against depth",
@@ -56,7 +56,7 @@ FIGURES = {
         "Mitigation: ghost neurons and pooling",
         "The trained network with additive noise on its hidden layers, as it is, with one ghost "
         "neuron per hidden layer (cancels correlated additive noise), with every hidden neuron "
-        "pooled, and with both (SCIENCE.md §5). Bars: simulated accuracy; diamonds: predicted; "
+        "pooled, and with both (docs/THEORY.md §7). Bars: simulated accuracy; diamonds: predicted; "
         "labels: output SNR.",
     ),
     "beyond": (

@@ -1,4 +1,4 @@
-"""The one result type of predictions and simulations, and their comparison (SCIENCE.md section 4).
+"""The one result type of predictions and simulations, and their comparison (docs/THEORY.md 1, 5).
 
 Definitions used everywhere in the package:
 

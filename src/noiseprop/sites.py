@@ -1,11 +1,10 @@
 """Noise sites on any ``torch.nn.Module``: where neuron noise acts, and the one way it is injected.
 
-A *site* is a module of the user's model whose output is a layer of noisy neurons (SCIENCE.md
-section 8 of the project brief; the project's README states the model). By default the sites are the
-activation modules (``nn.ReLU``, ``nn.Sigmoid``, ``nn.GELU``, ...); they can also be chosen by name,
-with glob patterns on the names of ``model.named_modules()`` (``"features.*"``, ``"conv1"``), or by
-type. At a site with noise :class:`~noiseprop.noise.Noise` the output ``s`` of one presentation
-becomes::
+A *site* is a module of the user's model whose output is a layer of noisy neurons (docs/THEORY.md
+section 8). By default the sites are the activation modules (``nn.ReLU``, ``nn.Sigmoid``, ``nn.GELU``,
+...); they can also be chosen by name, with glob patterns on the names of ``model.named_modules()``
+(``"features.*"``, ``"conv1"``), or by type. At a site with noise :class:`~noiseprop.noise.Noise` the
+output ``s`` of one presentation becomes::
 
     y = s (1 + xi_MU + xi_MC) + xi_AU + xi_AC                  (injection "after", the default)
     y = f(x (1 + xi_MU + xi_MC) + xi_AU + xi_AC)               (injection "before": on the input x)
@@ -203,7 +202,7 @@ def site_noises(
 def add_noise(
     value: Tensor, noise: Noise, generator: torch.Generator | None = None, *, presentation_dims: int = 1
 ) -> Tensor:
-    """``value (1 + xi_MU + xi_MC) + xi_AU + xi_AC`` with fresh draws (SCIENCE.md section 1).
+    """``value (1 + xi_MU + xi_MC) + xi_AU + xi_AC`` with fresh draws (docs/THEORY.md section 1).
 
     The first ``presentation_dims`` dimensions of ``value`` index presentations (repeats, inputs),
     the others the neurons of one presentation; correlated draws have shape

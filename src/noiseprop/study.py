@@ -5,14 +5,14 @@ interruption and record failures), draws eight figures, one per finding (:mod:`n
 ``accumulation`` is drawn from the ``slopes`` sweep), and writes the report (:mod:`noiseprop.report`):
 
 1. ``layers``: variance per layer for each kind of noise in three symmetric networks (linear slope 1,
-   linear slope 0.8, standard sigmoid), simulation against the closed form of SCIENCE.md section 2;
+   linear slope 0.8, standard sigmoid), simulation against the closed form of docs/THEORY.md section 2;
 2. ``accumulation``: unbounded growth at slope 1, bounded below it, with the predicted limit;
 3. ``slopes``: the slope criterion, deep/first-layer ratio against the slope at the operating point;
 4. ``width``: uncorrelated noise falls with width, correlated noise does not;
 5. ``trained``: per-layer noise of a trained MNIST network, covariance method and mean-field rule
    against simulation;
 6. ``accuracy``: accuracy against noise intensity for each kind, predicted and simulated;
-7. ``mitigation``: ghost neurons and pooling (SCIENCE.md section 5) on the trained network under
+7. ``mitigation``: ghost neurons and pooling (docs/THEORY.md section 7) on the trained network under
    additive noise: accuracy and output SNR, predicted and simulated.
 8. ``beyond``: beyond first order, the error of the first-order and moments methods against
    simulation on the trained network as the noise grows, with each method's 2 % break point.

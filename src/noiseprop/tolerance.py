@@ -1,5 +1,5 @@
 """Tolerable noise and remedies: the largest intensity of each kind that keeps a target output SNR
-or accuracy, and what would change the verdict (SCIENCE.md sections 2, 3 and 5)."""
+or accuracy, and what would change the verdict (docs/THEORY.md sections 2, 3 and 7)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class Tolerance:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Remedies:
-    """What would change the verdict (closed forms of SCIENCE.md sections 2, 3 and 5).
+    """What would change the verdict (closed forms of docs/THEORY.md sections 2, 3 and 7).
 
     Attributes:
         slope_factor: ``1 / sqrt(largest transfer gain)``: multiplying every slope (or every weight of
@@ -85,7 +85,7 @@ class Remedies:
             ``gain * critical_slope / slope``, the gain at which the slope at the same output level
             (``f' = gain phi'(gain (x - centre))`` is proportional to the gain there) reaches the
             critical slope; lower gains bound accumulation.
-        pooling: with ``target_snr_db``: the pooling factor ``P`` (SCIENCE.md section 5: ``P``
+        pooling: with ``target_snr_db``: the pooling factor ``P`` (docs/THEORY.md section 7: ``P``
             copies of every hidden neuron, outgoing weights divided by ``P``) that brings the output
             variance to the allowed ``<mean^2> / 10^(target/10)``: the uncorrelated part from the
             hidden layers is divided by ``P``, the correlated part and the output layer's own noise

@@ -1,4 +1,4 @@
-"""Training fully connected MNIST classifiers, plain or noise-aware (SCIENCE.md sections 5 and 6).
+"""Training fully connected MNIST classifiers, plain or noise-aware (docs/THEORY.md section 7).
 
 :func:`train` fits a network ``784 -> hidden... -> 10`` by back-propagation and returns a new
 :class:`~noiseprop.network.Network` (float64 weights) whose ``metadata`` says how it was trained;
@@ -11,9 +11,9 @@ logits ``z``) and the loss of a mini-batch ``B`` is the softmax cross-entropy
 
     L = -(1/|B|) sum_{b in B} log( exp(z_{b, label_b}) / sum_k exp(z_{b, k}) )
 
-Noise-aware training (SCIENCE.md section 5): with ``TrainConfig.train_noise`` set, every layer
+Noise-aware training (docs/THEORY.md section 7): with ``TrainConfig.train_noise`` set, every layer
 (hidden and output; the input layer is noise-free) of the *training* forward pass is noisy exactly as in
-SCIENCE.md section 1, with fresh draws for every presentation:
+docs/THEORY.md section 1, with fresh draws for every presentation:
 
     y^n = f(W^n y^{n-1} + b^n) (1 + xi_MU + xi_MC) + xi_AU + xi_AC      (injection "after")
     y^n = f((W^n y^{n-1} + b^n) (1 + xi_MU + xi_MC) + xi_AU + xi_AC)    (injection "before")

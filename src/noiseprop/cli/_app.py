@@ -29,7 +29,7 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
-    """Noise propagation in deep analog neural networks (see SCIENCE.md of the project).
+    """Noise propagation in deep analog neural networks (see docs/THEORY.md of the project).
 
     predict: analytic prediction; simulate: Monte Carlo; compare: both, layer by layer.
     """

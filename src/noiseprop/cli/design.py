@@ -174,7 +174,7 @@ def _report(result: Design, setup: Setup, figure: Path | None, repeats: int, see
     from noiseprop.noise import KINDS
 
     console = Console()
-    gains = Table(title="Per-layer gains (mean field, SCIENCE.md section 3)")
+    gains = Table(title="Per-layer gains (mean field, docs/THEORY.md section 3)")
     for column in ("layer", "neurons", "fan-in", "<g²>", "<g>²", "uncorr. gain", "corr. gain"):
         gains.add_column(column, justify="right")
     amplification = Table(title="Amplification of each layer's own noise to the output (first order)")

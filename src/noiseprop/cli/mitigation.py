@@ -84,7 +84,7 @@ MITIGATE_HELP = (
     "Mitigate noise with ghost neurons and/or pooling; save the network; compare before and after."
     "\n\n"
     "Ghost neurons are added first, then every neuron (ghosts included) is pooled, so that pooling "
-    "also divides the ghosts' own noise by P (SCIENCE.md section 5). The tables show the per-layer "
+    "also divides the ghosts' own noise by P (docs/THEORY.md section 7). The tables show the per-layer "
     "SNR (covariance method and Monte Carlo) and the accuracy (Gaussian prediction and Monte Carlo) "
     "of the network before and after, under the same noise."
     "\n\n"
