@@ -28,7 +28,13 @@ from noiseprop._inputs import as_dtype
 from noiseprop._validation import check_choice, check_nonnegative, check_positive_int
 from noiseprop.analytic import propagate
 from noiseprop.model_montecarlo import as_model_inputs, model_outputs
-from noiseprop.moments import _correlated, bytes_per_input, conditional_moments, quadrature
+from noiseprop.moments import (
+    _correlated,
+    bytes_per_input,
+    conditional_moments,
+    quadrature,
+    uses_sobol,
+)
 from noiseprop.montecarlo import sample
 from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
@@ -487,34 +493,42 @@ def _predicted_by_moments(
 ) -> Tensor:
     """Given the correlated draws at each quadrature node ``q`` the logits are taken as Gaussian
     with the conditional moments of :mod:`noiseprop.moments`; ``p_i = sum_q w_q P_q(class wins)``.
-    Images in chunks of about 256 MiB of conditional covariances."""
-    count = len(quadrature(len(_correlated(network, noises, signs=True)), nodes, seed)[1])
+
+    With a Gauss-Hermite grid over the draws every scrambling of the orthant points uses the same
+    nodes. With Sobol nodes (three or more conditioned draws) scrambling ``s`` of the orthant points
+    gets a node set of its own, ``nodes / 8`` points of an independent scrambling: each row is then
+    an independent estimate and their spread (the reported ``stderr``) includes the error of the
+    integral over the draws. Images in chunks of about 256 MiB of conditional covariances."""
+    dimension = len(_correlated(network, noises, signs=True))
+    count = len(quadrature(dimension, nodes, seed)[1])
+    independent = uses_sobol(dimension, nodes)
+    node_sets = (
+        [(max(2, count // len(normals)), _derived_seed(seed, 1_000 + index))
+         for index in range(len(normals))]
+        if independent else [(nodes, seed)]
+    )  # fmt: skip
     chunk = max(1, 2**28 // bytes_per_input(network, noises, count, signs=True))
     parts = []
     for start in range(0, len(x), chunk):
         images, labels = x[start : start + chunk], target[start : start + chunk]
-        given = conditional_moments(
-            network,
-            noises,
-            images,
-            nodes=nodes,
-            seed=seed,
-            full=False,
-            output_covariance=True,
-            signs=True,
-        )
-        means, covariances = given.means[-1], given.covariances[-1]
         right = torch.zeros(len(normals), len(images), dtype=torch.float64, device=x.device)
-        # the orthant points are shared out over the nodes (a power-of-two prefix of each
-        # scrambled Sobol sequence is itself balanced): the cost stays that of about one node
-        share = max(8, 2 ** int(math.log2(max(1, len(normals[0]) // len(given.weights)))))
-        normals_per_node = [points[:share] for points in normals]
-        for node, weight in enumerate(given.weights.tolist()):
-            mean = means[node]
-            cov = covariances[node] if covariances is not None else None
-            if cov is None:
-                cov = torch.zeros(*mean.shape, mean.shape[-1], dtype=mean.dtype, device=mean.device)
-            right += weight * _orthant(mean, cov, labels, normals_per_node)
+        for set_index, (set_nodes, set_seed) in enumerate(node_sets):
+            rows = [set_index] if independent else list(range(len(normals)))
+            given = conditional_moments(
+                network, noises, images, nodes=set_nodes, seed=set_seed, full=False,
+                output_covariance=True, signs=True,
+            )  # fmt: skip
+            means, covariances = given.means[-1], given.covariances[-1]
+            # the orthant points are shared out over the nodes (a power-of-two prefix of each
+            # scrambled Sobol sequence is itself balanced): the cost stays that of about one node
+            share = max(8, 2 ** int(math.log2(max(1, len(normals[0]) // len(given.weights)))))
+            chosen = [normals[row][:share] for row in rows]
+            for node, weight in enumerate(given.weights.tolist()):
+                mean = means[node]
+                cov = covariances[node] if covariances is not None else None
+                if cov is None:
+                    cov = torch.zeros(*mean.shape, mean.shape[-1], dtype=mean.dtype, device=mean.device)
+                right[rows] += weight * _orthant(mean, cov, labels, chosen)
         parts.append(right.clamp_(0, 1))
     return torch.cat(parts, dim=1)
 

@@ -64,6 +64,7 @@ __all__ = [
     "gaussian_moments",
     "moments",
     "quadrature",
+    "uses_sobol",
 ]
 
 HERMITE_NODES = 64
@@ -195,6 +196,15 @@ def default_nodes(dimension: int) -> int:
     return {0: 1, 1: 32, 2: 144}.get(dimension, 1024)
 
 
+def uses_sobol(dimension: int, nodes: int | None) -> bool:
+    """Whether :func:`quadrature` takes Sobol points (else a product grid) for these sizes."""
+    if dimension == 0:
+        return False
+    nodes = default_nodes(dimension) if nodes is None else nodes
+    per_dimension = min(_MAX_NODES_PER_DIMENSION, int(round(nodes ** (1 / dimension), 9)))
+    return not (per_dimension >= 3 and dimension <= 2)
+
+
 def quadrature(
     dimension: int, nodes: int | None, seed: int, splits: tuple[float | None, ...] | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -212,7 +222,7 @@ def quadrature(
         return torch.zeros(1, 0, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
     splits = splits or (None,) * dimension
     per_dimension = min(_MAX_NODES_PER_DIMENSION, int(round(nodes ** (1 / dimension), 9)))
-    if per_dimension >= 3 and dimension <= 2:
+    if not uses_sobol(dimension, nodes):
         rules = [_rule(per_dimension, split) for split in splits]
         grids = np.meshgrid(*[rule[0] for rule in rules], indexing="ij")
         weight_grids = np.meshgrid(*[rule[1] for rule in rules], indexing="ij")
