@@ -184,6 +184,8 @@ class Sigmoid(Activation):
     def __call__(self, x: Tensor) -> Tensor:
         import torch
 
+        if self.gain == 1 and self.centre == 0:
+            return torch.sigmoid(x)
         return torch.sigmoid(self.gain * (x - self.centre))
 
     def derivative(self, x: Tensor) -> Tensor:

@@ -6,9 +6,12 @@ their argmax. For an image of class ``c`` the prediction is right when ``y_c > y
 ``k != c``. Two ways to get the probability of that under noise:
 
 * ``method="montecarlo"``: draw the noise, run the noisy network, count (:func:`accuracy`);
-* ``method="predicted"``: take the outputs as Gaussian, with the noise-free output as mean and the
-  first-order covariance of docs/THEORY.md section 3 (:func:`noiseprop.propagate`), and integrate
-  that Gaussian over the region where class ``c`` wins, a ``(K-1)``-dimensional orthant.
+* ``method="predicted"``: by default (``predictor="moments"``) take the input of the last nonlinear
+  layer as Gaussian, with the moments of docs/THEORY.md section 4, and integrate the rest of the
+  network, its noise included, exactly at quasi-random points; with ``predictor="covariance"``
+  take the outputs as Gaussian, with the noise-free output as mean and the first-order covariance of
+  docs/THEORY.md section 3 (:func:`noiseprop.propagate`), and integrate that Gaussian over the
+  region where class ``c`` wins, a ``(K-1)``-dimensional orthant.
 
 :func:`noiseprop.curves.accuracy_curve` sweeps the intensity of each kind of noise.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,15 +43,19 @@ from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
 from noiseprop.sites import SiteSelector
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = ["Accuracy", "accuracy"]
 
 METHODS = ("montecarlo", "predicted")
 PREDICTORS = ("covariance", "moments")
-"""What ``method="predicted"`` takes the logits' distribution from: the first-order covariance (the
-default, for now) or the beyond-first-order moments (:mod:`noiseprop.moments`)."""
+"""How ``method="predicted"`` integrates: with the first-order Gaussian logits, or beyond first
+order (the default of :func:`accuracy`: Gaussian moments up to the last nonlinear layer's input,
+exact after it)."""
+ORTHANT_POINTS = 4096
+"""Quasi-random points per image of a Gaussian orthant integral when none are given."""
+SAMPLED_POINTS = 1024
+"""Points per image when none are given and the layers after the last nonlinear one are sampled
+(``predictor="moments"``): each image's points are its own, so the errors average out over the
+images and fewer points reach the precision of the orthant integral's shared points."""
 IMAGE_BLOCK = 32
 """Images per random stream of the simulation: the draws of block ``j`` (images ``32 j`` to
 ``32 j + 31``) come from their own seed, so no batching choice changes them."""
@@ -140,9 +147,9 @@ def accuracy(
     *,
     sites: SiteSelector = None,
     method: Literal["montecarlo", "predicted"] = "montecarlo",
-    predictor: Literal["moments", "covariance"] = "covariance",
+    predictor: Literal["moments", "covariance"] = "moments",
     repeats: int = 100,
-    points: int = 4096,
+    points: int | None = None,
     nodes: int | None = None,
     seed: int = 0,
     dtype: torch.dtype | str = "float32",
@@ -164,7 +171,20 @@ def accuracy(
     repeats in blocks of :data:`REPEAT_BLOCK`, each block with its own seed
     ``SeedSequence([seed, image block, repeat block])``.
 
-    ``method="predicted"``: the outputs ``y`` of an image are taken as Gaussian, mean the noise-free
+    ``method="predicted"``, ``predictor="moments"`` (the default; docs/THEORY.md section 6): the
+    input ``u`` of the last nonlinear layer, a weighted sum over many noisy neurons, is taken as
+    Gaussian with the moments of :mod:`noiseprop.moments` (given the correlated draws that something
+    nonlinear bends before it, integrated at quadrature nodes); that layer and the affine ones after
+    it are applied exactly, noise included, at ``points`` quasi-random points per image (each
+    image's own: the shared Sobol points reflected by signs and shifted by a rotation of its own).
+    The logits are not taken as Gaussian: behind a saturating layer, or with multiplicative noise of
+    their own, they are not. Where every noise reaches ``u`` through affine maps (the shipped
+    784-100-100-10 network, any kind or mix) this is exact up to the integration error. Where the
+    outputs themselves are exactly Gaussian (every noise reaches them through affine maps and scales
+    only noise-free signals) the orthant integral below is used, with the exact moments.
+
+    ``predictor="covariance"`` (first order): the outputs ``y`` of an image are taken as Gaussian,
+    mean the noise-free
     output ``m`` and covariance ``C`` the first-order covariance of docs/THEORY.md section 3
     (:func:`noiseprop.propagate`, ``method="covariance"``). For class ``c`` the differences
     ``d_k = y_c - y_k`` (``k != c``) are Gaussian with mean ``m_c - m_k`` and covariance
@@ -174,9 +194,9 @@ def accuracy(
     ``seed``), ``z = Phi^-1(u)``, ``d = m_d + V sqrt(max(L, 0)) z`` with ``S = V L V^T`` (``eigh``, so
     singular ``S`` is fine: ``S = 0`` gives the indicator of the noise-free decision), ``p_i`` the
     fraction of points with every ``d_k > 0`` (``d_k >= 0`` for ``k > c``: a tie goes to the first
-    class, as in argmax). Each scrambling gives an unbiased accuracy ``A_s``;
-    the result is their mean and ``stderr`` their standard deviation over ``sqrt(8)``. The same points
-    serve every image, so the result does not depend on ``batch_size``.
+    class, as in argmax). Either way each scrambling gives an unbiased accuracy ``A_s``;
+    the result is their mean and ``stderr`` their standard deviation over ``sqrt(8)``. An image's
+    points depend on ``seed`` and its position, not on the batching, so neither does the result.
 
     Correlated multiplicative noise on the output layer, when it is the only noise there besides
     ``AC`` (injected after the activation), multiplies every output by the same ``1 + xi_MC``: the
@@ -185,7 +205,7 @@ def accuracy(
     Gaussian outputs without it. (Taken as Gaussian, it would add ``D_MC m m^T`` to the covariance
     and predict errors that cannot happen.)
 
-    Where the Gaussian holds: the outputs are exactly Gaussian, with exactly the first-order
+    Where the first-order Gaussian holds: the outputs are exactly Gaussian, with exactly the first-order
     covariance, when every map from the noise to the outputs is affine and multiplicative noise
     scales only noise-free signals, e.g. ``input -> sigmoid layer -> linear output (logits)`` with
     any noise on the hidden layer and additive noise on the output layer. It stays close for small
@@ -211,19 +231,16 @@ def accuracy(
         sites: a model's noise sites (default: its activation modules); not for a network.
         labels: ``(B,)`` integer classes in ``[0, K)``.
         method: ``"montecarlo"`` (default) or ``"predicted"``.
-        predictor: for ``"predicted"``, the logits' distribution: ``"covariance"`` (first order,
-            described above; the default) or ``"moments"`` (beyond first order: given the
-            correlated draws, integrated at the nodes of a quadrature, the logits are Gaussian with
-            the conditional moments of :mod:`noiseprop.moments`, and ``p_i`` is the weighted sum of
-            the conditional orthant probabilities; a multiplicative draw that can change sign is
-            conditioned on, so its flips are exact). Measured on the shipped network (1,000
-            images): within one point of simulation for correlated noise up to intensity 1, where
-            first order is off by up to 10 points; for uncorrelated noise at 0.1-1 it is still off
-            by up to 2 (AU) and 4 (MU) points, as the logits there are not Gaussian.
+        predictor: for ``"predicted"``: ``"moments"`` (beyond first order, the default) or
+            ``"covariance"`` (first order), both described above. Measured on the shipped network
+            (1,000 images, each kind alone at 0.01-1; README): moments within a few tenths of a
+            point of simulation, first order off by up to 13 points.
         nodes: quadrature nodes over the correlated draws (``predictor="moments"``; default
             :func:`noiseprop.moments.default_nodes`).
         repeats: noise draws per image (``montecarlo``, >= 2).
-        points: quasi-random points per image (``predicted``), a power of two >= 64.
+        points: quasi-random points per image (``predicted``), a power of two >= 64; default
+            :data:`SAMPLED_POINTS` where layers are sampled, :data:`ORTHANT_POINTS` for an orthant
+            integral.
         seed: seed of the draws or of the scramblings (integer >= 0).
         dtype: ``"float32"`` or ``"float64"`` for the noisy passes (``montecarlo``); the prediction
             and the noise-free accuracy are always float64.
@@ -261,7 +278,8 @@ def accuracy(
         )
     check_choice("method", method, METHODS)
     repeats = check_positive_int("repeats", repeats, minimum=2)
-    points = _check_points(points)
+    check_choice("predictor", predictor, PREDICTORS)
+    points = None if points is None else _check_points(points)
     seed = _check_seed(seed)
     dtype = as_dtype(dtype)
     device = torch.device(device)
@@ -310,8 +328,9 @@ def accuracy(
             per_image=per_image.cpu(),
             images=count,
         )
-    check_choice("predictor", predictor, PREDICTORS)
     nodes = None if nodes is None else check_positive_int("nodes", nodes)
+    sampled = predictor == "moments" and not _gaussian_logits(network, noises)
+    points = points or (SAMPLED_POINTS if sampled else ORTHANT_POINTS)
     by_scrambling = _predicted(
         network, noises, x, target, points, seed, batch_size, predictor, nodes
     )  # (S, B)
@@ -459,12 +478,12 @@ def _predicted(
     classes = network.widths[-1]
     if classes == 1:  # one class: always right
         return torch.ones(SCRAMBLINGS, len(x), dtype=torch.float64, device=x.device)
+    if predictor == "moments" and not _gaussian_logits(network, noises):
+        return _predicted_by_moments(network, noises, x, target, points, seed, nodes)
     normals = [
         _sobol_normals(classes - 1, points // SCRAMBLINGS, _derived_seed(seed, index)).to(x.device)
         for index in range(SCRAMBLINGS)
     ]
-    if predictor == "moments":
-        return _predicted_by_moments(network, noises, x, target, normals, seed, nodes)
     last = noises[-1]
     rescaled = last.MC > 0 and last.AU == 0 and last.MU == 0 and last.injection == "after"
     if rescaled:  # y = y~ (1 + xi_MC) + xi_AC: handled exactly, see accuracy()
@@ -487,50 +506,247 @@ def _predicted_by_moments(
     noises: tuple[Noise, ...],
     x: Tensor,
     target: Tensor,
-    normals: list[Tensor],
+    points: int,
     seed: int,
     nodes: int | None,
 ) -> Tensor:
-    """Given the correlated draws at each quadrature node ``q`` the logits are taken as Gaussian
-    with the conditional moments of :mod:`noiseprop.moments`; ``p_i = sum_q w_q P_q(class wins)``.
+    """Gaussian where it holds, exact after it (docs/THEORY.md section 6).
 
-    With a Gauss-Hermite grid over the draws every scrambling of the orthant points uses the same
-    nodes. With Sobol nodes (three or more conditioned draws) scrambling ``s`` of the orthant points
-    gets a node set of its own, ``nodes / 8`` points of an independent scrambling: each row is then
-    an independent estimate and their spread (the reported ``stderr``) includes the error of the
-    integral over the draws. Images in chunks of about 256 MiB of conditional covariances."""
-    dimension = len(_correlated(network, noises, signs=True))
-    count = len(quadrature(dimension, nodes, seed)[1])
-    independent = uses_sobol(dimension, nodes)
+    Let ``t`` be the last layer with a nonlinear activation. Its weighted input ``u = W_t y + b``
+    is a weighted sum over many noisy neurons and is taken as Gaussian, with the moments of
+    :mod:`noiseprop.moments` (given the head's correlated draws ``z`` at quadrature nodes ``q``);
+    from ``u`` on, layer ``t`` and the affine layers after it are applied exactly, noise included,
+    at quasi-random points ``(u, noise)``::
+
+        p_i = sum_q w_q  E[ 1{argmax y = c} | u ~ N(mu_q, C_q) ]
+
+    The logits themselves are not taken as Gaussian: behind a saturating layer they are not (large
+    uncorrelated noise), nor are outputs with multiplicative noise of their own. ``u`` is exactly
+    Gaussian given the conditioned draws when every noise before it reaches it through affine maps
+    (e.g. one hidden layer before ``t`` fed by noise-free inputs: then ``p_i`` is exact up to the
+    integration error). Correlated draws of the head are conditioned on only where something
+    nonlinear acts on them before ``u`` (:func:`_head_pairs`); those of layer ``t`` and later are
+    part of the sampled points.
+
+    Each of the :data:`SCRAMBLINGS` rows is an independent estimate (its own scrambled Sobol
+    points, ``points / 8`` per image, shared out over the nodes; with Sobol nodes over the head's
+    draws, its own node set too), so their spread, the reported ``stderr``, includes every
+    integration error.
+    """
+    nonlinear = [index for index, layer in enumerate(network.layers) if not layer.activation.linear]
+    last = nonlinear[-1] if nonlinear else 0
+    pairs = _head_pairs(network, noises, last)
+    independent = uses_sobol(len(pairs), nodes)
+    count = len(quadrature(len(pairs), nodes, seed)[1]) if last else 1
     node_sets = (
-        [(max(2, count // len(normals)), _derived_seed(seed, 1_000 + index))
-         for index in range(len(normals))]
+        [(max(2, count // SCRAMBLINGS), _derived_seed(seed, 1_000 + index))
+         for index in range(SCRAMBLINGS)]
         if independent else [(nodes, seed)]
     )  # fmt: skip
-    chunk = max(1, 2**28 // bytes_per_input(network, noises, count, signs=True))
+    sets = [
+        _Points.draw(network.widths[last:], len(x), points // SCRAMBLINGS, _derived_seed(seed, index))
+        for index in range(SCRAMBLINGS)
+    ]
+    head = Network(network.layers[:last]) if last else None
+    layer = network.layers[last]
+    weight, bias = layer.weight.to(x.device), layer.bias.to(x.device)
+    per_input = max(points // SCRAMBLINGS * max(network.widths) * 8 * 4,
+                    bytes_per_input(head, noises[:last], count) if head else 0)  # fmt: skip
+    chunk = max(1, 2**27 // per_input)
     parts = []
     for start in range(0, len(x), chunk):
         images, labels = x[start : start + chunk], target[start : start + chunk]
-        right = torch.zeros(len(normals), len(images), dtype=torch.float64, device=x.device)
+        right = torch.zeros(SCRAMBLINGS, len(images), dtype=torch.float64, device=x.device)
         for set_index, (set_nodes, set_seed) in enumerate(node_sets):
-            rows = [set_index] if independent else list(range(len(normals)))
-            given = conditional_moments(
-                network, noises, images, nodes=set_nodes, seed=set_seed, full=False,
-                output_covariance=True, signs=True,
-            )  # fmt: skip
-            means, covariances = given.means[-1], given.covariances[-1]
-            # the orthant points are shared out over the nodes (a power-of-two prefix of each
-            # scrambled Sobol sequence is itself balanced): the cost stays that of about one node
-            share = max(8, 2 ** int(math.log2(max(1, len(normals[0]) // len(given.weights)))))
-            chosen = [normals[row][:share] for row in rows]
-            for node, weight in enumerate(given.weights.tolist()):
-                mean = means[node]
-                cov = covariances[node] if covariances is not None else None
-                if cov is None:
-                    cov = torch.zeros(*mean.shape, mean.shape[-1], dtype=mean.dtype, device=mean.device)
-                right[rows] += weight * _orthant(mean, cov, labels, chosen)
+            rows = [set_index] if independent else list(range(SCRAMBLINGS))
+            if head is None:  # u = W_1 x + b_1: noise-free
+                weights = torch.ones(1, dtype=torch.float64, device=x.device)
+                means, covariances = (images @ weight.T + bias).unsqueeze(0), None
+            else:
+                given = conditional_moments(
+                    head, noises[:last], images, nodes=set_nodes, seed=set_seed, full=False,
+                    output_covariance=True, pairs=pairs,
+                )  # fmt: skip
+                weights = given.weights
+                means = given.means[-1] @ weight.T + bias
+                below = given.covariances[-1]
+                covariances = None if below is None else weight @ below @ weight.T
+            # the points are shared out over the nodes (a power-of-two prefix of a scrambled
+            # Sobol sequence is itself balanced): the cost stays that of about one node
+            share = max(8, 2 ** int(math.log2(max(1, points // SCRAMBLINGS // len(weights)))))
+            chosen = {row: sets[row].of(start, start + len(images), share) for row in rows}
+            for node, node_weight in enumerate(weights.tolist()):
+                # the points in float32, as a simulation runs (the error is that of the points)
+                root = None if covariances is None else _root(covariances[node]).float()
+                for row in rows:
+                    right[row] += node_weight * _wins_after(
+                        network, noises, last, means[node].float(), root, labels, *chosen[row]
+                    )
         parts.append(right.clamp_(0, 1))
     return torch.cat(parts, dim=1)
+
+
+def _gaussian_logits(network: Network, noises: tuple[Noise, ...]) -> bool:
+    """Whether the outputs are exactly Gaussian, with the first-order mean and covariance: every
+    noise reaches them through affine maps and multiplies only noise-free signals
+    (``s (1 + xi_MU + c_MC) + xi_AU + c_AC`` with a noise-free ``s`` is Gaussian). The orthant
+    integral of that Gaussian is then the exact answer, in ``K - 1`` dimensions."""
+    for index, noise in enumerate(noises):
+        if noise.is_zero:
+            continue
+        layer = network.layers[index]
+        if any(not step.activation.linear for step in network.layers[index + 1 :]):
+            return False
+        if noise.injection == "before" and not layer.activation.linear:
+            return False
+        noisy_signal = any(not earlier.is_zero for earlier in noises[:index])
+        if noisy_signal and (noise.has("MU") or noise.has("MC")):
+            return False
+    return True
+
+
+def _head_pairs(network: Network, noises: tuple[Noise, ...], last: int) -> list[tuple[int, str]]:
+    """The correlated draws before layer ``last`` that reach its weighted input other than
+    through affine maps, so that the input is Gaussian only given them: a draw bent by a nonlinear
+    activation before ``last`` (a later layer's, or its own with injection before it), or a
+    multiplicative draw that scales a signal already noisy (``(1 + c) (s + e)`` is not Gaussian;
+    ``s (1 + c + xi)`` with a noise-free ``s`` is)."""
+    pairs = []
+    for index, noise in enumerate(noises[:last]):
+        layer = network.layers[index]
+        bent = any(not step.activation.linear for step in network.layers[index + 1 : last]) or (
+            noise.injection == "before" and not layer.activation.linear
+        )
+        noisy_signal = any(not earlier.is_zero for earlier in noises[:index]) or (
+            noise.injection == "before" and index > 0 and not noises[index - 1].is_zero
+        )
+        for kind in ("MC", "AC"):
+            if noise.has(kind) and (bent or (kind == "MC" and noisy_signal)):
+                pairs.append((index, kind))
+    return pairs
+
+
+def _root(covariance: Tensor) -> Tensor:
+    """``R`` with ``R R^T = covariance`` (``(b, N, N)``, positive semi-definite): the Cholesky
+    factor, or, where that fails (a singular covariance, e.g. correlated noise alone), the principal
+    directions scaled by their standard deviations (``eigh``)."""
+    symmetric = (covariance + covariance.mT) / 2
+    scale = symmetric.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)
+    jitter = torch.diag_embed((1e-12 * scale).unsqueeze(-1).expand(symmetric.shape[:-1]))
+    root, info = torch.linalg.cholesky_ex(symmetric + jitter)  # a variance error of 1e-12 at most
+    failed = (info != 0).nonzero().flatten()
+    if len(failed):
+        eigenvalues, vectors = torch.linalg.eigh(symmetric[failed])
+        root[failed] = vectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(-2)
+    return root
+
+
+@dataclass(frozen=True)
+class _Points:
+    """One scrambling's points for the layers from the last nonlinear one on, and what makes them
+    each image's own.
+
+    Every point has, per layer from ``t`` on, two shared coordinates (the ``MC`` and ``AC`` draws),
+    first, where Sobol points are best spread; then ``N_t`` for ``u``; then ``N_n`` per layer for the
+    uncorrelated noise. Image ``i`` rotates the shared coordinates by a uniform shift of its own
+    (``v -> frac(v + r_i)`` before ``Phi^-1``) and multiplies the others by signs of its own
+    (``z -> s_i z``): both keep the law and the balance of the points, and make the integration
+    errors of different images independent, so that they average out over the images instead of
+    adding up (a few shared coordinates would otherwise bias every image alike).
+    """
+
+    shared: Tensor  # (P, S) uniforms
+    normals: Tensor  # (P, M) standard normals
+    shifts: Tensor  # (images, S) uniforms
+    signs: Tensor  # (images, M) of +-1
+
+    @classmethod
+    def draw(cls, widths: Sequence[int], images: int, count: int, seed: int) -> _Points:
+        shared = 2 * len(widths)
+        rest = widths[0] + sum(widths)
+        engine = torch.quasirandom.SobolEngine(min(shared + rest, 1_000), scramble=True, seed=seed)
+        uniform = engine.draw(count, dtype=torch.float64) + 2.0**-31
+        generator = torch.Generator().manual_seed(seed)
+        if shared + rest > uniform.shape[1]:  # beyond 1,000 coordinates: pseudo-random ones
+            more = torch.rand(count, shared + rest - uniform.shape[1], dtype=torch.float64,
+                              generator=generator).clamp_(2.0**-53, 1 - 2.0**-53)  # fmt: skip
+            uniform = torch.cat([uniform, more], dim=1)
+        shifts = torch.rand(images, shared, dtype=torch.float64, generator=generator)
+        signs = torch.randint(0, 2, (images, rest), generator=generator).double().mul_(2).sub_(1)
+        return cls(uniform[:, :shared], torch.special.ndtri(uniform[:, shared:]), shifts, signs)
+
+    def of(self, start: int, stop: int, count: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Images ``start:stop``, the first ``count`` points: ``(shared (b, P, S) normals, normals
+        (P, M), signs (b, M))``, float32."""
+        moved = torch.frac(self.shared[:count] + self.shifts[start:stop, None, :])
+        shared = torch.special.ndtri(moved.clamp_(2.0**-53, 1 - 2.0**-53))
+        return shared.float(), self.normals[:count].float(), self.signs[start:stop].float()
+
+
+def _wins_after(
+    network: Network,
+    noises: tuple[Noise, ...],
+    last: int,
+    mean: Tensor,
+    root: Tensor | None,
+    target: Tensor,
+    shared: Tensor,
+    normals: Tensor,
+    signs: Tensor,
+) -> Tensor:
+    """``(b,)`` fraction of the points (:class:`_Points`) at which class ``target`` wins: the
+    weighted input of layer ``last`` drawn as ``u = mean + R z`` (:func:`_root`; ``root=None``:
+    ``u`` is noise-free), then the layers from ``last`` on with their noise."""
+    width = mean.shape[-1]
+    value = mean.unsqueeze(1)  # (b, 1, N): one point while u is noise-free
+    if root is not None:
+        flipped = root * signs[:, :width].unsqueeze(-2)  # R diag(s): the signs on z
+        points = normals[:, :width].expand(len(value), -1, -1)
+        value = torch.baddbmm(value, points, flipped.mT)  # (b, P, N)
+    column = width
+    for step, index in enumerate(range(last, network.depth)):
+        layer, noise = network.layers[index], noises[index]
+        draws = shared[..., 2 * step], shared[..., 2 * step + 1]  # (b, P) each: c_MC, c_AC
+        if index > last:
+            value = value @ layer.weight.T.to(value) + layer.bias.to(value)
+        if noise.injection == "before":
+            value = _noisy(value, noise, normals, signs, column, draws)
+            value = layer.activation(value)
+        else:
+            value = layer.activation(value)
+            value = _noisy(value, noise, normals, signs, column, draws)
+        column += value.shape[-1]
+    wins = value.argmax(-1) == target.unsqueeze(-1)  # (b, P) or (b, 1)
+    return wins.double().mean(-1)
+
+
+def _noisy(
+    value: Tensor,
+    noise: Noise,
+    normals: Tensor,
+    signs: Tensor,
+    column: int,
+    draws: tuple[Tensor, Tensor],
+) -> Tensor:
+    """``v (1 + xi_MU + c_MC) + xi_AU + c_AC`` (docs/THEORY.md section 1) at the points: the two
+    uncorrelated kinds as one Gaussian per neuron, ``sqrt(D_MU v^2 + D_AU) eta`` (the same law),
+    ``eta`` from the ``N`` coordinates from ``column`` on (each image's ``signs`` on them); the
+    correlated ones from ``draws``."""
+    if noise.is_zero:
+        return value
+    own = slice(column, column + value.shape[-1])
+    result = value  # (b, 1, N) while noise-free so far: the noise broadcasts it to (b, P, N)
+    if noise.has("MU"):
+        spread = value.square().mul_(noise.MU).add_(noise.AU).sqrt_()
+        result = result + spread * normals[:, own] * signs[:, None, own]
+    elif noise.has("AU"):
+        result = torch.addcmul(result, normals[:, own] * math.sqrt(noise.AU), signs[:, None, own])
+    gain, offset = draws
+    if noise.has("MC"):
+        result = torch.addcmul(result, value, gain.unsqueeze(-1), value=math.sqrt(noise.MC))
+    if noise.has("AC"):
+        result = torch.add(result, offset.unsqueeze(-1), alpha=math.sqrt(noise.AC))
+    return result
 
 
 def _sobol_normals(dimension: int, count: int, seed: int) -> Tensor:

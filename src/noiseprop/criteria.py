@@ -166,7 +166,7 @@ def design(
     repeats: int = 1000,
     seed: int = 0,
     sigmas: float = 3.0,
-    points: int = 1024,
+    points: int | None = None,
     rtol: float = 1e-3,
 ) -> Design:
     """Per-layer gains, bounded accumulation, noise budget, tolerable noise and remedies.
@@ -220,7 +220,8 @@ def design(
         seed: seed of the simulations (kind ``k`` uses ``SeedSequence([seed, k])``) and of the
             quasi-random points of the predicted accuracy.
         sigmas: standard errors within which a simulated value meets the target.
-        points: quasi-random points per input of the predicted accuracy (a power of two >= 64).
+        points: quasi-random points per input of the predicted accuracy (a power of two >= 64;
+            default: that of :func:`~noiseprop.accuracy`).
         rtol: relative precision of the tolerable intensities.
 
     Returns:
@@ -262,7 +263,7 @@ def design(
     repeats = check_positive_int("repeats", repeats, minimum=2)
     seed = _check_seed(seed)
     sigmas = check_positive("sigmas", sigmas)
-    points = _check_points(points)
+    points = None if points is None else _check_points(points)
     rtol = check_positive("rtol", rtol)
     if rtol >= 1:
         raise ValueError(f"rtol must be a relative precision in (0, 1); got {rtol!r}.")

@@ -33,7 +33,7 @@ def accuracy_curve(
     *,
     methods: Iterable[str] = ("predicted", "montecarlo"),
     repeats: int = 100,
-    points: int = 4096,
+    points: int | None = None,
     seed: int = 0,
     layers: Iterable[int] | None = None,
     dtype: torch.dtype | str = "float32",

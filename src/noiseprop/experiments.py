@@ -243,7 +243,7 @@ def accuracy_under_noise(
     intensity: float = 1e-2,
     images: int = 1000,
     repeats: int = 100,
-    points: int = 4096,
+    points: int | None = None,
     methods: str | None = None,
 ) -> pd.DataFrame:
     """Accuracy of a trained MNIST classifier under one kind of noise on every layer: one row per
@@ -285,7 +285,7 @@ def mitigated_accuracy(
     AC: float = 0.0225,  # noqa: N803
     images: int = 500,
     repeats: int = 100,
-    points: int = 4096,
+    points: int | None = None,
 ) -> pd.DataFrame:
     """A classifier under additive noise on its hidden layers, as it is or mitigated
     (:mod:`noiseprop.mitigation`): ``transform`` is ``none``, ``ghosts`` (one ghost neuron per hidden

@@ -289,7 +289,7 @@ def assess(
     labels: Any,
     *,
     repeats: int = 100,
-    points: int = 4096,
+    points: int | None = None,
     seed: int = 0,
     dtype: torch.dtype | str = "float32",
 ) -> Assessment:
@@ -306,7 +306,8 @@ def assess(
         images: ``(B, input_size)`` inputs.
         labels: ``(B,)`` integer classes.
         repeats: noise draws per image of both simulations (>= 2).
-        points: quasi-random points per image of the accuracy prediction.
+        points: quasi-random points per image of the accuracy prediction (default: that of
+            :func:`~noiseprop.accuracy`).
         seed: seed of the simulations and of the prediction's scramblings.
         dtype: precision of the simulated networks.
     """

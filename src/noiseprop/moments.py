@@ -278,14 +278,16 @@ def conditional_moments(
     full: bool,
     output_covariance: bool = False,
     signs: bool = False,
+    pairs: list[tuple[int, str]] | None = None,
 ) -> Conditional:
     """The moment recursion of the module docstring at every node of the correlated draws.
 
     ``full``: keep every layer's conditional covariance (else only the variances are kept, and the
     last layer's covariance is not formed: ``diag(W C W^T)``). ``output_covariance``: form and keep
-    the last layer's covariance all the same (what the accuracy prediction needs).
+    the last layer's covariance all the same (what the accuracy prediction needs). ``pairs``: the
+    (layer, kind) draws to condition on, if not those of :func:`_correlated`.
     """
-    pairs = _correlated(network, noises, signs=signs)
+    pairs = _correlated(network, noises, signs=signs) if pairs is None else pairs
     # the accuracy's integrand jumps where 1 + c_MC changes sign: split there (the moments are
     # smooth in c_MC and polynomial in z, which Gauss-Hermite integrates best)
     splits = tuple(

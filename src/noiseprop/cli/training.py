@@ -53,12 +53,18 @@ AccuracyMethodOption = Annotated[
     typer.Option("--method", help="montecarlo and/or predicted; repeatable.", show_default="both"),
 ]
 RepeatsOption = Annotated[int, typer.Option(help="Noise draws per image (Monte Carlo).")]
-PointsOption = Annotated[int, typer.Option(help="Quasi-Monte Carlo points per image (predicted).")]
+PointsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Quasi-random points per image (predicted).",
+        show_default="1024 where layers are sampled, 4096 for a Gaussian orthant",
+    ),
+]
 PredictorOption = Annotated[
     str,
     typer.Option(
-        help="What --method predicted takes the logits' distribution from: covariance (first "
-        "order) or moments (beyond first order, correlated draws integrated exactly)."
+        help="How --method predicted integrates: moments (beyond first order: Gaussian input to "
+        "the last nonlinear layer, the rest exact) or covariance (first order: Gaussian outputs)."
     ),
 ]
 METHODS = ("predicted", "montecarlo")
@@ -164,12 +170,12 @@ def accuracy(
     images: ImagesOption = "mnist:1000",
     method: AccuracyMethodOption = None,
     repeats: RepeatsOption = 100,
-    points: PointsOption = 4096,
-    predictor: PredictorOption = "covariance",
+    points: PointsOption = None,
+    predictor: PredictorOption = "moments",
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Classification accuracy under noise: simulated (noise draws) and predicted (Gaussian outputs).
+    """Classification accuracy under noise: simulated (noise draws) and predicted (docs/THEORY.md 6).
 
     With --model, any torch classifier taking flat (batch, 784) images: noise at its sites
     (--sites), simulated only (--method montecarlo).
@@ -244,12 +250,14 @@ def accuracy(
         f"noise (variances): {noise_note}",
         f"montecarlo: {repeats} draws per image; stderr conditional on the images",
     ]
-    if model is None:
-        source = {
-            "covariance": "covariance method",
-            "moments": "moments method, correlated draws integrated",
-        }[predictor]
-        notes.append(f"predicted: Gaussian outputs ({source}), {points} quasi-Monte Carlo points")
+    if "predicted" in results:
+        used = results["predicted"].points
+        notes.append(
+            f"predicted (moments): Gaussian input to the last nonlinear layer, the rest integrated at "
+            f"{used} quasi-random points per image"
+            if predictor == "moments"
+            else f"predicted (covariance): Gaussian outputs, first order, {used} quasi-random points"
+        )
     print_notes(console, notes)
 
 
@@ -271,7 +279,7 @@ def accuracy_curve(
     images: ImagesOption = "mnist:1000",
     method: AccuracyMethodOption = None,
     repeats: RepeatsOption = 100,
-    points: PointsOption = 4096,
+    points: PointsOption = None,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
