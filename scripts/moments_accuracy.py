@@ -54,14 +54,15 @@ def main() -> None:
             moments = accuracy(network, noise, images, labels, method="predicted", predictor="moments")
             end = time.perf_counter()
             measured = gaussian_logits(network, noise, images, labels)
-
-            def error(value: float) -> str:
-                return f"{100 * (value - simulated.accuracy):+.2f}"
-
+            errors = (
+                f"{100 * (value - simulated.accuracy):+.2f}"
+                for value in (first.accuracy, moments.accuracy, measured)
+            )
             print(
                 f"| {kind} | {intensity:g} "
-                f"| {100 * simulated.accuracy:.2f} ± {100 * simulated.stderr:.2f} "
-                f"| {error(first.accuracy)} | {error(moments.accuracy)} | {error(measured)} "
+                f"| {100 * simulated.accuracy:.2f} ± {100 * simulated.stderr:.2f} | "
+                + " | ".join(errors)
+                + " "
                 f"| {middle - start:.1f}, {end - middle:.1f} |",
                 flush=True,
             )

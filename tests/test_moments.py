@@ -102,9 +102,6 @@ def test_quadrature_rules_integrate_normal_moments():
         second = (w.unsqueeze(-1) * z.square()).sum(0)
         torch.testing.assert_close(second, torch.ones(dimension, dtype=torch.float64),
                                    atol=tolerance, rtol=0)  # fmt: skip
-    z, w = quadrature(1, 32, seed=0, splits=(-1.0,))
-    below = float(w[z[:, 0] < -1.0].sum())
-    assert below == pytest.approx(0.5 * math.erfc(1 / math.sqrt(2)), rel=1e-12)  # Phi(-1) exactly
 
 
 # -------------------------------------------------------------------- against simulation
@@ -163,3 +160,16 @@ def test_bad_arguments():
         propagate(net, Noise(AC=0.1), 0.5, method="moments", nodes=0)
     with pytest.raises(ValueError, match="predictor must be one of 'covariance', 'moments'"):
         accuracy(net, Noise(), [[0.5, 0.5]], [0], method="predicted", predictor="exact")
+
+
+def test_default_nodes_with_uncorrelated_noise_match_a_fine_grid(shipped):
+    """All four kinds together: the default 6 x 6 grid over the two conditioned draws of layer 1
+    (smooth, as uncorrelated noise is present) against 32 x 32 nodes, per-layer variance within
+    0.2 % (measured: 0.07 % at 0.1 and at 1 on 100 images)."""
+    net, x = shipped
+    for intensity in (0.1, 1.0):
+        noise = Noise(AU=intensity, AC=intensity, MU=intensity, MC=intensity)
+        coarse = propagate(net, noise, x[:10], method="moments")
+        fine = propagate(net, noise, x[:10], method="moments", nodes=1024)
+        for rough, exact in zip(coarse, fine):
+            assert abs(rough.layer_variance / exact.layer_variance - 1) < 2e-3

@@ -32,10 +32,10 @@ from noiseprop._validation import check_choice, check_nonnegative, check_positiv
 from noiseprop.analytic import propagate
 from noiseprop.model_montecarlo import as_model_inputs, model_outputs
 from noiseprop.moments import (
-    _correlated,
     bytes_per_input,
     conditional_moments,
     quadrature,
+    resolve_nodes,
     uses_sobol,
 )
 from noiseprop.montecarlo import sample
@@ -536,6 +536,7 @@ def _predicted_by_moments(
     nonlinear = [index for index, layer in enumerate(network.layers) if not layer.activation.linear]
     last = nonlinear[-1] if nonlinear else 0
     pairs = _head_pairs(network, noises, last)
+    nodes = resolve_nodes(noises[:last], len(pairs), nodes)
     independent = uses_sobol(len(pairs), nodes)
     count = len(quadrature(len(pairs), nodes, seed)[1]) if last else 1
     node_sets = (

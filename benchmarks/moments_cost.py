@@ -1,0 +1,96 @@
+"""The beyond-first-order method against first order on the MNIST shape (issue target: <= 3x).
+
+Two workloads on the shipped 784-100-100-10 network and the first ``IMAGES`` MNIST test images:
+
+* ``propagate``: every layer's per-neuron variance, ``method="moments"`` against
+  ``method="covariance"``, each kind alone at 0.1 on every layer and the four together;
+* ``accuracy``: the predicted accuracy, ``predictor="moments"`` (1,024 points per image by default)
+  against ``predictor="covariance"`` (4,096), and a 200-repeat simulation beside them (float32, the
+  default), each kind alone at 0.3.
+
+The ratio is moments time / first-order time within a round, median (lowest-highest) over the rounds.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from benchmarks._timing import interleave
+from benchmarks.workloads import mnist_inputs
+from noiseprop import Noise, accuracy, propagate
+
+__all__ = ["markdown", "measure"]
+
+IMAGES = 1000
+PROPAGATE = ("AU=0.1", "AC=0.1", "MU=0.1", "MC=0.1", "AU=0.1,AC=0.1,MU=0.1,MC=0.1")
+ACCURACY = ("AU=0.3", "AC=0.3", "MU=0.3", "MC=0.3")
+
+
+def measure(rounds: int, images: int = IMAGES) -> list[dict[str, object]]:
+    from noiseprop.datasets import mnist
+    from noiseprop.training import default_network
+
+    network = default_network()
+    x = mnist_inputs(images)
+    labels = torch.as_tensor(mnist().scaled("test")[1][:images])
+    rows: list[dict[str, object]] = []
+    for spec in PROPAGATE:
+        noise = Noise.parse(spec)
+        timings = interleave(
+            {
+                "moments": partial(propagate, network, noise, x, method="moments"),
+                "covariance": partial(propagate, network, noise, x, method="covariance"),
+            },
+            rounds=rounds,
+        )
+        rows.append(_row("propagate", spec, timings))
+        print(f"  propagate {spec}: x{rows[-1]['ratio']:.2f}", flush=True)
+    for spec in ACCURACY:
+        noise = Noise.parse(spec)
+        timings = interleave(
+            {
+                "moments": partial(accuracy, network, noise, x, labels, method="predicted"),
+                "covariance": partial(
+                    accuracy, network, noise, x, labels, method="predicted", predictor="covariance"
+                ),
+                "simulation": partial(accuracy, network, noise, x, labels, repeats=200),
+            },
+            rounds=rounds,
+        )
+        rows.append(_row("accuracy", spec, timings))
+        print(f"  accuracy {spec}: x{rows[-1]['ratio']:.2f}", flush=True)
+    return rows
+
+
+def _row(workload: str, spec: str, timings) -> dict[str, object]:
+    ratio, low, high = timings.ratio("moments", "covariance")
+    return {
+        "workload": workload,
+        "noise": spec,
+        "moments_s": timings.median("moments"),
+        "covariance_s": timings.median("covariance"),
+        "simulation_s": timings.median("simulation") if "simulation" in timings.seconds else None,
+        "ratio": ratio,
+        "low": low,
+        "high": high,
+    }
+
+
+def markdown(rows: list[dict[str, object]], images: int = IMAGES) -> str:
+    lines = [
+        f"Shipped 784-100-100-10 network, {images} MNIST test images, noise on every layer. Ratio = "
+        "moments time / first-order time, per round, median (lowest-highest); target <= 3.",
+        "",
+        "| workload | noise | moments (s) | first order (s) | ratio | simulation, 200 repeats (s) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        simulated = "" if row["simulation_s"] is None else f"{row['simulation_s']:.2f}"
+        lines.append(
+            f"| {row['workload']} | {row['noise']} | {row['moments_s']:.2f} | "
+            f"{row['covariance_s']:.2f} | {row['ratio']:.2f} ({row['low']:.2f}-{row['high']:.2f}) "
+            f"| {simulated} |"
+        )
+    return "\n".join(lines)
