@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from noiseprop._validation import check_choice, check_nonnegative
-from noiseprop.classification import METHODS, _check_seed, _derived_seed, accuracy
+from noiseprop.classification import _check_seed, _derived_seed, accuracy
 from noiseprop.network import Network
 from noiseprop.noise import KINDS, Noise, NoiseSpec
 
@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
-__all__ = ["accuracy_curve", "plot_accuracy_curve"]
+__all__ = ["CURVE_METHODS", "accuracy_curve", "plot_accuracy_curve"]
+
+CURVE_METHODS = {
+    "predicted": {"method": "predicted", "predictor": "moments"},
+    "first-order": {"method": "predicted", "predictor": "covariance"},
+    "montecarlo": {"method": "montecarlo"},
+}
+"""The curves' methods and the :func:`~noiseprop.accuracy` arguments of each: the prediction beyond
+first order (the default predictor), the first-order one, and the simulation."""
 
 
 def accuracy_curve(
@@ -53,7 +61,8 @@ def accuracy_curve(
         kinds: some of ``"AU"``, ``"AC"``, ``"MU"``, ``"MC"``.
         intensities: noise variances (>= 0).
         images, labels: as for :func:`accuracy`.
-        methods: some of ``"predicted"`` and ``"montecarlo"``.
+        methods: some of :data:`CURVE_METHODS`: ``"predicted"`` (beyond first order),
+            ``"first-order"`` and ``"montecarlo"``.
         repeats, points, dtype, device, batch_size: passed to :func:`accuracy`.
         seed: seed of the sweep (integer >= 0).
         layers: the noisy layers (default: all).
@@ -76,7 +85,7 @@ def accuracy_curve(
     if not isinstance(network, Network):
         raise TypeError(f"network must be a Network; got {type(network).__name__}.")
     kinds = _check_subset("kinds", kinds, KINDS)
-    methods = _check_subset("methods", methods, METHODS)
+    methods = _check_subset("methods", methods, tuple(CURVE_METHODS))
     levels = [
         check_nonnegative(f"intensities[{index}]", value, what="variance")
         for index, value in enumerate(_as_list("intensities", intensities))
@@ -108,7 +117,7 @@ def accuracy_curve(
                     spec,
                     images,
                     labels,
-                    method=method,  # type: ignore[arg-type]
+                    **CURVE_METHODS[method],  # type: ignore[arg-type]
                     repeats=repeats,
                     points=points,
                     seed=point_seed,
@@ -154,8 +163,8 @@ def _check_subset(name: str, values: Any, allowed: Sequence[str]) -> list[str]:
 def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Draw an :func:`accuracy_curve` frame: accuracy against intensity on a log axis.
 
-    One colour per kind (``AU`` C0, ``AC`` C1, ``MU`` C2, ``MC`` C3); predictions as lines,
-    simulations as points with error bars of one standard error, and the noise-free accuracy as a
+    One colour per kind (``AU`` C0, ``AC`` C1, ``MU`` C2, ``MC`` C3); predictions as lines (solid
+    beyond first order, dotted first order), simulations as points with error bars of one standard error, and the noise-free accuracy as a
     dashed grey line. Rows with intensity 0 have no place on a log axis and are left out (the
     noise-free line stands for them).
 
@@ -172,9 +181,11 @@ def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
             f"frame must have the columns of accuracy_curve ({', '.join(_COLUMNS)}); missing "
             f"{', '.join(missing)}."
         )
-    unknown = sorted(set(frame["method"]) - set(METHODS))
+    unknown = sorted(set(frame["method"]) - set(CURVE_METHODS))
     if unknown:
-        raise ValueError(f"frame['method'] must hold 'predicted' or 'montecarlo'; got {unknown}.")
+        raise ValueError(
+            f"frame['method'] must hold 'predicted', 'first-order' or 'montecarlo'; got {unknown}."
+        )
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -184,10 +195,14 @@ def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
         colour = f"C{KINDS.index(kind)}"
         rows = shown[shown["kind"] == kind]
         predicted = rows[rows["method"] == "predicted"]
+        first = rows[rows["method"] == "first-order"]
         simulated = rows[rows["method"] == "montecarlo"]
         if len(predicted):
             label = f"{kind} predicted"
             ax.plot(predicted["intensity"], predicted["accuracy"], "-", color=colour, label=label)
+        if len(first):
+            label = f"{kind} first order"
+            ax.plot(first["intensity"], first["accuracy"], ":", color=colour, label=label)
         if len(simulated):
             ax.errorbar(
                 simulated["intensity"],

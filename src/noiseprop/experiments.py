@@ -250,18 +250,22 @@ def accuracy_under_noise(
     method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.classification.accuracy`).
 
     ``network`` or ``model`` and ``weights`` as in ``trained`` (a model's noise acts at every
-    activation module). ``methods``: default ``"predicted,montecarlo"`` for a network and
-    ``"montecarlo"`` for a model (``predicted`` needs a dense network)."""
+    activation module). ``methods`` (:data:`noiseprop.curves.CURVE_METHODS`): default
+    ``"predicted,first-order,montecarlo"`` for a network and ``"montecarlo"`` for a model (a
+    prediction needs a dense network)."""
     from noiseprop.classification import accuracy
+    from noiseprop.curves import CURVE_METHODS
     from noiseprop.noise import KINDS, Noise
 
     check_choice("kind", kind, KINDS)
     classifier = _classifier(network, model, weights)
     pixels, labels = _test_images(images)
     rows = []
-    for method in _methods(methods, "montecarlo" if model is not None else "predicted,montecarlo"):
+    default = "montecarlo" if model is not None else "predicted,first-order,montecarlo"
+    for method in _methods(methods, default):
+        check_choice("methods", method, tuple(CURVE_METHODS))
         result = accuracy(
-            classifier, Noise(**{kind: intensity}), pixels, labels, method=method,
+            classifier, Noise(**{kind: intensity}), pixels, labels, **CURVE_METHODS[method],
             repeats=repeats, points=points, seed=seed,
         )  # fmt: skip
         rows.append(

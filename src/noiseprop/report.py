@@ -69,8 +69,9 @@ FIGURES = {
     "accuracy": (
         "Accuracy under noise",
         "Test accuracy against the intensity of each kind of noise in every layer: simulation "
-        "(points ± one standard error) and the Gaussian prediction from the output covariance "
-        "(lines).",
+        "(points ± one standard error), the prediction beyond first order (solid lines: Gaussian "
+        "input to the last nonlinear layer, the rest integrated exactly) and the first-order "
+        "prediction (dotted: Gaussian logits with the first-order covariance).",
     ),
 }
 

@@ -89,10 +89,10 @@ def _images(text: str) -> tuple[Any, Any]:
         return read_mnist(text)
 
 
-def _methods(given: list[str] | None) -> list[str]:
+def _methods(given: list[str] | None, allowed: tuple[str, ...] = METHODS) -> list[str]:
     methods = list(dict.fromkeys(given or METHODS))
     for method in methods:
-        choice("--method", method, METHODS)
+        choice("--method", method, allowed)
     return methods
 
 
@@ -283,8 +283,13 @@ def accuracy_curve(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Accuracy against the intensity of each kind of noise, predicted and simulated, as a figure."""
-    methods = _methods(method)
+    """Accuracy against the intensity of each kind of noise, predicted and simulated, as a figure.
+
+    --method first-order adds the first-order prediction beside the default one (beyond first order).
+    """
+    from noiseprop.curves import CURVE_METHODS
+
+    methods = _methods(method, tuple(CURVE_METHODS))
     try:
         levels = [float(item) for item in intensities.split(",")]
     except ValueError:
