@@ -4,12 +4,13 @@ first-order methods break."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from noiseprop import KINDS, Network, Noise, accuracy, propagate, simulate
+from noiseprop import KINDS, Layer, Network, Noise, accuracy, propagate, simulate
 from noiseprop.activations import ELU, GELU, Sigmoid, Softplus, Tanh
 from noiseprop.datasets import mnist
 from noiseprop.moments import gaussian_moments, quadrature
@@ -140,17 +141,21 @@ def test_symmetric_sigmoid_at_slope_one_where_first_order_fails():
         assert error <= tolerance * truth.layer_variance + 4 * truth.layer_variance_stderr
 
 
-@pytest.mark.parametrize(("kind", "intensity"), [("AC", 0.3), ("AC", 1.0), ("MC", 1.0)])
-def test_predicted_accuracy_with_correlated_noise_within_a_point(kind, intensity, shipped):
-    """Correlated noise integrated exactly: the predicted accuracy on 200 images is within one
-    point (plus 4 standard errors) of simulation, where first order is off by 3 to 10 points."""
+@pytest.mark.parametrize("intensity", [0.3, 1.0])
+@pytest.mark.parametrize("kind", KINDS)
+def test_predicted_accuracy_within_half_a_point_for_every_kind(kind, intensity, shipped):
+    """The default predictor on 300 images, each kind alone on every layer: within half a point
+    (plus 4 combined standard errors) of simulation. The issue's targets are 1 point at 0.3 and 2
+    at 1; first order is off by 1.6 to 13 points here (README), and a Gaussian with the logits'
+    measured moments by up to 7: only the Gaussian input of the last sigmoid layer with the rest
+    integrated exactly gets this close. For this network that is exact up to integration error."""
     net, _ = shipped
-    images, labels = (array[:200] for array in mnist().scaled("test"))
+    images, labels = (array[:300] for array in mnist().scaled("test"))
     noise = Noise(**{kind: intensity})
-    predicted = accuracy(net, noise, images, labels, method="predicted", predictor="moments")
+    predicted = accuracy(net, noise, images, labels, method="predicted")
     simulated = accuracy(net, noise, images, labels, repeats=200, seed=2)
-    assert predicted.predictor == "moments"
-    allowed = 0.01 + 4 * math.hypot(simulated.stderr, predicted.stderr)
+    assert predicted.predictor == "moments" and predicted.points == 1024
+    allowed = 0.005 + 4 * math.hypot(simulated.stderr, predicted.stderr)
     assert abs(predicted.accuracy - simulated.accuracy) <= allowed
 
 
@@ -173,3 +178,27 @@ def test_default_nodes_with_uncorrelated_noise_match_a_fine_grid(shipped):
         fine = propagate(net, noise, x[:10], method="moments", nodes=1024)
         for rough, exact in zip(coarse, fine):
             assert abs(rough.layer_variance / exact.layer_variance - 1) < 2e-3
+
+
+def test_a_narrow_layer_behind_a_saturating_one_is_flagged(shipped):
+    """One neuron per layer: layer 2's sigmoid (gain 8 through its weight) turns the Gaussian noise
+    of layer 1 into a two-humped signal, and layer 3 sums it alone (n_eff = 1): its input is far
+    from Gaussian. The method says so, and rightly: its variance is 18 % low there (simulation,
+    200,000 repeats; the error is 70 standard errors). The shipped network at AU = 1 (100 inputs
+    per neuron) is not flagged."""
+    net = Network((
+        Layer([[1.0]], [0.0], "sigmoid"),
+        Layer([[8.0]], [-4.0], "sigmoid"),
+        Layer([[6.0]], [-3.0], "sigmoid"),
+    ))  # fmt: skip
+    noise = {1: Noise(AU=0.1), 2: Noise(AU=0.01)}
+    with pytest.warns(UserWarning, match=r"layer 3 sum the noise of as few as 1\.0 effective inputs"):
+        predicted = propagate(net, noise, [0.5], method="moments")
+    simulated = simulate(net, noise, [0.5], repeats=200_000, seed=1)
+    truth, stderr = float(simulated[-1].variance), float(simulated[-1].variance_stderr)
+    error = float(predicted[-1].variance) / truth - 1
+    assert error < -0.1 and abs(error) * truth > 20 * stderr
+    shipped_net, x = shipped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        propagate(shipped_net, Noise(AU=1.0), x, method="moments")

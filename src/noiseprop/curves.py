@@ -164,9 +164,9 @@ def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Draw an :func:`accuracy_curve` frame: accuracy against intensity on a log axis.
 
     One colour per kind (``AU`` C0, ``AC`` C1, ``MU`` C2, ``MC`` C3); predictions as lines (solid
-    beyond first order, dotted first order), simulations as points with error bars of one standard error, and the noise-free accuracy as a
-    dashed grey line. Rows with intensity 0 have no place on a log axis and are left out (the
-    noise-free line stands for them).
+    beyond first order, dotted first order), simulations as points with error bars of one standard
+    error, and the noise-free accuracy as a dashed grey line. Rows with intensity 0 have no place on
+    a log axis and are left out (the noise-free line stands for them).
 
     Args:
         frame: a frame with the columns of :func:`accuracy_curve`.

@@ -45,6 +45,7 @@ from linear (the linearised cross-covariance), and many layers of correlated noi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -441,7 +442,48 @@ def moments(
                 covariance=torch.cat([piece.covariance for piece in pieces]) if covariance else None,
             )
         )
+    _check_gaussian_inputs(network, noises, layers)
     return layers
+
+
+FEW_INPUTS = 5.0
+"""Below this effective number of noisy inputs a weighted input is not taken to be Gaussian."""
+WIDE_SPREAD = 0.1
+"""Standard deviation of a weighted input from which a sigmoid or tanh of gain 1 bends the noise."""
+
+
+def _check_gaussian_inputs(
+    network: Network, noises: tuple[Noise, ...], layers: list[LayerStatistics]
+) -> None:
+    """Warn where the method's assumption is doubtful: a nonlinear layer whose inputs carry noise
+    bent by the previous activation (not Gaussian) and whose weighted input sums the noise of few
+    of them, ``n_eff = (sum_j w_j^2 v_j)^2 / sum_j w_j^4 v_j^2 < FEW_INPUTS`` (``v_j`` the input
+    variances), with a spread ``sqrt(sum_j w_j^2 v_j) > WIDE_SPREAD`` that reaches the curvature.
+    The prediction is still returned; the warning says to check it by simulation."""
+    for index in range(1, network.depth):
+        layer, previous = network.layers[index], network.layers[index - 1]
+        bent = not previous.activation.linear and (
+            any(not noise.is_zero for noise in noises[: index - 1])
+            or (noises[index - 1].injection == "before" and not noises[index - 1].is_zero)
+        )
+        if layer.activation.linear or not bent:
+            continue
+        variance = layers[index - 1].variance.to(torch.float64)
+        weight = layer.weight.to(variance)
+        spread = variance @ weight.square().T  # (B, N): sum_j w_j^2 v_j
+        fourth = variance.square() @ weight.pow(4).T
+        wide = spread > WIDE_SPREAD**2
+        ratio = spread.square() / fourth.clamp_min(1e-300)
+        effective = torch.where(wide & (fourth > 0), ratio, math.inf)
+        fewest = float(effective.min()) if effective.numel() else math.inf
+        if fewest < FEW_INPUTS:
+            warnings.warn(
+                f"moments method: the weighted inputs of layer {index + 1} sum the noise of as few "
+                f"as {fewest:.1f} effective inputs, with a spread above {WIDE_SPREAD:g}; they are "
+                "not close to Gaussian there, so the prediction may be off: check it with "
+                "noiseprop.simulate (docs/THEORY.md section 4).",
+                stacklevel=4,
+            )
 
 
 def _combine(conditional: Conditional, covariance: bool) -> list[LayerStatistics]:
