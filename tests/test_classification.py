@@ -350,8 +350,11 @@ BAD_CURVE_ARGUMENTS = [
     ({"intensities": [0, -1.0]}, ValueError, r"intensities\[1\] must be a finite variance >= 0; got -1"),
     ({"intensities": []}, ValueError, r"intensities must hold at least one variance >= 0; got none"),
     ({"intensities": 0.1}, TypeError, r"intensities must be a list; got float 0.1"),
-    ({"methods": ["simulated"]}, ValueError,
-     r"methods\[0\] must be one of 'predicted', 'first-order', 'montecarlo'"),
+    (
+        {"methods": ["simulated"]},
+        ValueError,
+        r"methods\[0\] must be one of 'predicted', 'first-order', 'montecarlo'",
+    ),
     ({"layers": [3]}, ValueError, r"layers\[0\] must be a layer number in 1..2 .*got 3"),
     ({"layers": []}, ValueError, r"layers must name at least one layer, or be None for all; got none"),
 ]
