@@ -3,16 +3,15 @@
 For each kind of noise alone on every layer, at intensities 0.01, 0.1, 0.3 and 1, on the first 1,000
 test images: the simulated accuracy (200 repeats per image) and the error of the two predictors,
 ``predictor="covariance"`` (first order) and ``predictor="moments"`` (the default), in percentage
-points, with the time of each prediction. One more column shows why the moments predictor does not
-take the logits as Gaussian: the orthant probability of a Gaussian with the logits' mean and
-covariance *measured* by the simulation (2,000 noisy outputs per image). The README quotes this table.
+points (their cost: ``python -m benchmarks --only moments``). One more column shows why the moments
+predictor does not take the logits as Gaussian: the orthant probability of a Gaussian with the
+logits' mean and covariance *measured* by the simulation (2,000 noisy outputs per image). The README
+quotes this table.
 
     python scripts/moments_accuracy.py          # about 4 minutes on 2 cores
 """
 
 from __future__ import annotations
-
-import time
 
 import torch
 
@@ -39,20 +38,14 @@ def gaussian_logits(network, noise, images, labels) -> float:
 def main() -> None:
     network = default_network()
     images, labels = (array[:IMAGES] for array in mnist().scaled("test"))
-    print(
-        "| kind | intensity | simulated | first order | moments | Gaussian logits, measured moments "
-        "| time (s): first order, moments |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| kind | intensity | simulated | first order | moments | Gaussian logits, measured moments |")
+    print("|---|---:|---:|---:|---:|---:|")
     for kind in KINDS:
         for intensity in INTENSITIES:
             noise = Noise(**{kind: intensity})
             simulated = accuracy(network, noise, images, labels, repeats=200, seed=1)
-            start = time.perf_counter()
             first = accuracy(network, noise, images, labels, method="predicted", predictor="covariance")
-            middle = time.perf_counter()
             moments = accuracy(network, noise, images, labels, method="predicted", predictor="moments")
-            end = time.perf_counter()
             measured = gaussian_logits(network, noise, images, labels)
             errors = (
                 f"{100 * (value - simulated.accuracy):+.2f}"
@@ -62,8 +55,7 @@ def main() -> None:
                 f"| {kind} | {intensity:g} "
                 f"| {100 * simulated.accuracy:.2f} ± {100 * simulated.stderr:.2f} | "
                 + " | ".join(errors)
-                + " "
-                f"| {middle - start:.1f}, {end - middle:.1f} |",
+                + " |",
                 flush=True,
             )
 

@@ -63,8 +63,12 @@ def propagate(
         device: where to compute.
         max_memory: bytes of working memory for the covariance and moments methods; inputs are
             processed in chunks that fit (default 512 MiB).
-        nodes: quadrature nodes over the correlated draws (``method="moments"``; see
-            :func:`noiseprop.moments.quadrature`).
+        nodes: quadrature nodes over the correlated draws (``method="moments"``; default
+            :func:`noiseprop.moments.default_nodes`, see :func:`noiseprop.moments.quadrature`).
+            ``nodes=1`` conditions on no draw: every correlated noise is carried by its moments
+            like the uncorrelated kinds, at the cost of one pass (on the shipped network with all
+            four kinds at 1, the output variance comes out about 2 % low, against well under 1 %
+            conditioned; ``tests/test_moments.py``).
         seed: seed of the Sobol scrambling when the correlated draws have too many dimensions for a
             product grid (``method="moments"``).
 

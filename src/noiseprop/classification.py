@@ -535,7 +535,7 @@ def _predicted_by_moments(
     """
     nonlinear = [index for index, layer in enumerate(network.layers) if not layer.activation.linear]
     last = nonlinear[-1] if nonlinear else 0
-    pairs = _head_pairs(network, noises, last)
+    pairs = [] if nodes == 1 else _head_pairs(network, noises, last)
     nodes = resolve_nodes(noises[:last], len(pairs), nodes)
     independent = uses_sobol(len(pairs), nodes)
     count = len(quadrature(len(pairs), nodes, seed)[1]) if last else 1

@@ -283,6 +283,7 @@ def conditional_moments(
     (layer, kind) draws to condition on, if not those of :func:`_correlated`.
     """
     pairs = _correlated(network, noises) if pairs is None else pairs
+    pairs = [] if nodes == 1 else pairs  # one node: condition on nothing
     nodes = resolve_nodes(noises, len(pairs), nodes)
     draws, weights = quadrature(len(pairs), nodes, seed)
     draws, weights = draws.to(x.device), weights.to(x.device)
@@ -422,7 +423,7 @@ def moments(
 ) -> list[LayerStatistics]:
     """Every layer's mean, variance (and covariance) by the method of the module docstring, the
     inputs in chunks whose working set fits ``max_memory`` bytes."""
-    dimension = len(_correlated(network, noises))
+    dimension = 0 if nodes == 1 else len(_correlated(network, noises))
     nodes = resolve_nodes(noises, dimension, nodes)
     count = len(quadrature(dimension, nodes, seed)[1])
     per_input = bytes_per_input(network, noises, count)
