@@ -24,6 +24,7 @@ RANKS = {
     "sites": 3,
     "_streaming": 3,
     "model_montecarlo": 4,
+    "model_analytic": 4,
     "analytic": 4,
     "moments": 4,
     "montecarlo": 4,

@@ -16,10 +16,11 @@ With injection after the activation it acts on the outputs ``s``, before it on t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from noiseprop._inputs import as_inputs
 from noiseprop._validation import check_choice, check_positive_int
@@ -27,6 +28,7 @@ from noiseprop.moments import moments
 from noiseprop.network import Network
 from noiseprop.noise import Noise, NoiseSpec, per_layer
 from noiseprop.results import LayerStatistics, NoiseStatistics
+from noiseprop.sites import SiteSelector
 
 __all__ = ["propagate"]
 
@@ -34,10 +36,11 @@ METHODS = ("covariance", "moments", "meanfield", "symmetric")
 
 
 def propagate(
-    network: Network,
-    noise: NoiseSpec,
+    network: Network | nn.Module,
+    noise: NoiseSpec | Mapping[str, Noise],
     inputs: Any,
     *,
+    sites: SiteSelector = None,
     method: Literal["covariance", "moments", "meanfield", "symmetric"] = "covariance",
     covariance: bool = False,
     device: str | torch.device = "cpu",
@@ -47,12 +50,24 @@ def propagate(
 ) -> NoiseStatistics:
     """Predict the mean, variance (and covariance) of every layer's noisy outputs.
 
+    Any torch model: ``network`` may be any ``torch.nn.Module`` whose noise acts at its ``sites``
+    (:mod:`noiseprop.sites`); ``method="covariance"`` then linearises it at the noise-free input by
+    automatic differentiation (:mod:`noiseprop.model_analytic`, docs/THEORY.md section 8): every
+    site's and the output's first-order per-element variance, named as :func:`noiseprop.simulate`
+    names them, and with ``covariance`` the output's covariance. For a dense network converted with
+    ``Network.to_torch()`` it equals the covariance method to rounding wherever multiplicative noise
+    scales a noise-free signal; where it scales an already noisy one, the covariance method also
+    keeps the product of the two noises (second order), which the linearisation leaves out.
+
     Args:
-        network: the network.
+        network: the network, or any ``torch.nn.Module``.
         noise: a :class:`~noiseprop.noise.Noise` for every layer, one per layer, or
-            ``{layer: Noise}`` (see :mod:`noiseprop.noise`).
+            ``{layer: Noise}`` (see :mod:`noiseprop.noise`); for a model, per site or
+            ``{site pattern: Noise}``.
         inputs: ``(batch, input_size)`` noise-free inputs, one input vector, or one number fed to
-            every input feature.
+            every input feature; for a model, a batch as the model takes it.
+        sites: a model's noise sites (:func:`noiseprop.find_sites`; default every activation
+            module); not for a network.
         method: ``"covariance"``: the first-order covariance recursion of docs/THEORY.md section 3,
             exact for linear activations. ``"meanfield"``: the scalar rule of docs/THEORY.md section 3,
             in which each layer's noise is a per-neuron variance plus a covariance shared by every pair
@@ -85,9 +100,22 @@ def propagate(
         >>> [round(layer.layer_variance, 7) for layer in stats.layers]
         [0.0011, 0.0013, 0.0015]
     """
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be a Network; got {type(network).__name__}.")
     check_choice("method", method, METHODS)
+    if isinstance(network, nn.Module):
+        if method != "covariance":
+            raise ValueError(
+                f"method={method!r} needs a dense Network; a torch model is linearised by "
+                "automatic differentiation: method='covariance'."
+            )
+        from noiseprop.model_analytic import linearised_model
+
+        return linearised_model(
+            network, noise, inputs, sites=sites, device=device, covariance=covariance
+        )[0]
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a Network or a torch.nn.Module; got {type(network).__name__}.")
+    if sites is not None:
+        raise ValueError("sites are for a torch model; a Network's noise is given per layer.")
     check_positive_int("max_memory", max_memory)
     noises = per_layer(noise, network.depth)
     x = as_inputs(inputs, network, dtype=torch.float64, device=device)

@@ -9,20 +9,23 @@ defined in :mod:`noiseprop.criteria`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from noiseprop.activations import Activation
+from noiseprop.model_analytic import linearised_model
 from noiseprop.network import Network
 from noiseprop.noise import KINDS, Noise
+from noiseprop.sites import SiteSelector
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LayerGain", "NoiseBudget"]
+__all__ = ["LayerGain", "NoiseBudget", "model_budget"]
 
 _UNIT = 1e-9
 """``|ratio - 1| <= _UNIT`` counts as ratio one (linear growth): ``(1/N) N`` is not always 1.0."""
@@ -81,16 +84,19 @@ class NoiseBudget:
     Attributes:
         contributions: ``contributions[n - 1][k]``: the output variance due to the noise of kind
             ``KINDS[k]`` injected in layer ``n`` alone, through the first-order recursion (module
-            docstring).
+            docstring); for a torch model, row ``n - 1`` is its ``n``-th site call.
         first_order_total: the output variance of the first-order recursion with every source at
             once, computed separately; the contributions add up to it.
         propagated_total: the output variance of :func:`~noiseprop.propagate` (covariance method,
-            with the products of intensities).
+            with the products of intensities; for a torch model the linearisation itself).
+        names: a torch model's site calls, one per row (``None`` for a dense network, whose rows
+            are layers ``1..depth``).
     """
 
     contributions: tuple[tuple[float, float, float, float], ...]
     first_order_total: float
     propagated_total: float
+    names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         rows = tuple(tuple(float(value) for value in row) for row in self.contributions)
@@ -100,6 +106,15 @@ class NoiseBudget:
                 f"({', '.join(KINDS)}) per layer; got {self.contributions!r}."
             )
         object.__setattr__(self, "contributions", rows)
+        if self.names is not None and len(self.names) != len(rows):
+            raise ValueError(f"NoiseBudget.names must name every row ({len(rows)}); got {self.names!r}.")
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The name of every row: a model's site calls, or ``"1"``... for a dense network."""
+        if self.names is not None:
+            return self.names
+        return tuple(str(number) for number in range(1, len(self.contributions) + 1))
 
     @property
     def difference(self) -> float:
@@ -140,14 +155,16 @@ class NoiseBudget:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (layer, kind): ``layer``, ``kind``, ``variance``, ``share`` of the first-order
-        total."""
+        total (and ``site``, the row's name, for a torch model)."""
         import pandas as pd
 
         total = self.first_order_total
+        named = self.names is not None
         return pd.DataFrame(
             [
                 {
                     "layer": number,
+                    **({"site": self.sources[number - 1]} if named else {}),
                     "kind": kind,
                     "variance": row[k],
                     "share": row[k] / total if total > 0 else math.nan,
@@ -160,8 +177,8 @@ class NoiseBudget:
     def as_dict(self) -> dict[str, Any]:
         return {
             "contributions": [
-                {"layer": number, **dict(zip(KINDS, row)), "total": sum(row)}
-                for number, row in enumerate(self.contributions, start=1)
+                {"layer": number, "source": source, **dict(zip(KINDS, row)), "total": sum(row)}
+                for number, (source, row) in enumerate(zip(self.sources, self.contributions), start=1)
             ],
             "by_kind": self.by_kind,
             "first_order_total": self.first_order_total,
@@ -170,6 +187,50 @@ class NoiseBudget:
             "dominant_layer": self.dominant_layer,
             "dominant_kind": self.dominant_kind,
         }
+
+
+def model_budget(
+    model: nn.Module,
+    noise: Noise | Sequence[Noise] | Mapping[str, Noise],
+    inputs: Any,
+    *,
+    sites: SiteSelector = None,
+    device: str | torch.device = "cpu",
+) -> NoiseBudget:
+    """The output variance of ``model`` split by source site call and kind, to first order: the
+    design budget of docs/THEORY.md section 7 for any model. Each part is ``J Cov_kind(delta_s) J^T``
+    (:mod:`noiseprop.model_analytic`) averaged over the output elements and the inputs; the parts
+    add up to the linearised output variance. Costs ``K`` reverse-mode passes (``K`` outputs).
+
+    Example:
+        A linear readout of a noisy layer: ``Var y = sum_k w_k^2 D_AU`` and ``(sum_k w_k)^2 D_AC``:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from noiseprop import Noise
+        >>> model = nn.Sequential(nn.Linear(3, 3), nn.Identity(), nn.Linear(3, 1))
+        >>> with torch.no_grad():
+        ...     _ = model[2].weight.copy_(torch.tensor([[1.0, 2.0, -0.5]]))
+        >>> budget = model_budget(model, Noise(AU=0.1, AC=0.2), torch.ones(2, 3), sites=nn.Identity)
+        >>> [round(part, 6) for part in budget.contributions[0]]  # AU, AC, MU, MC
+        [0.525, 1.25, 0.0, 0.0]
+    """
+    statistics, parts, calls = linearised_model(
+        model, noise, inputs, sites=sites, site_variances=False, device=device
+    )
+    rows = [
+        tuple(
+            float(parts[(name, kind)].diagonal(dim1=-2, dim2=-1).mean())
+            if (name, kind) in parts
+            else 0.0
+            for kind in KINDS
+        )
+        for name in calls
+    ]
+    total = float(statistics[-1].variance.mean())
+    return NoiseBudget(
+        contributions=tuple(rows), first_order_total=total, propagated_total=total, names=tuple(calls)
+    )
 
 
 # ------------------------------------------------------------------------------------ gains

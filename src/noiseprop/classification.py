@@ -147,7 +147,7 @@ def accuracy(
     *,
     sites: SiteSelector = None,
     method: Literal["montecarlo", "predicted"] = "montecarlo",
-    predictor: Literal["moments", "covariance"] = "moments",
+    predictor: Literal["moments", "covariance"] | None = None,
     repeats: int = 100,
     points: int | None = None,
     nodes: int | None = None,
@@ -278,6 +278,8 @@ def accuracy(
         )
     check_choice("method", method, METHODS)
     repeats = check_positive_int("repeats", repeats, minimum=2)
+    if predictor is None:  # a model is linearised (first order); a network goes beyond
+        predictor = "covariance" if isinstance(network, nn.Module) else "moments"
     check_choice("predictor", predictor, PREDICTORS)
     points = None if points is None else _check_points(points)
     seed = _check_seed(seed)
@@ -285,10 +287,10 @@ def accuracy(
     device = torch.device(device)
     batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(network, nn.Module):
-        if method != "montecarlo":
+        if method == "predicted" and predictor != "covariance":
             raise ValueError(
-                "method='predicted' needs a dense Network (the Gaussian prediction rests on its "
-                "covariance recursion); for a torch model use method='montecarlo'."
+                "predictor='moments' needs a dense Network; a torch model's accuracy is predicted "
+                "from its linearisation: predictor='covariance' (the default for a model)."
             )
         noises: Any = noise
         x = as_model_inputs(images, dtype=torch.float64, device=torch.device("cpu"))
@@ -329,11 +331,15 @@ def accuracy(
             images=count,
         )
     nodes = None if nodes is None else check_positive_int("nodes", nodes)
-    sampled = predictor == "moments" and not _gaussian_logits(network, noises)
-    points = points or (SAMPLED_POINTS if sampled else ORTHANT_POINTS)
-    by_scrambling = _predicted(
-        network, noises, x, target, points, seed, batch_size, predictor, nodes
-    )  # (S, B)
+    if isinstance(network, nn.Module):
+        points = points or ORTHANT_POINTS
+        by_scrambling = _predicted_model(network, noises, x, target, points, seed, batch_size, sites)
+    else:
+        sampled = predictor == "moments" and not _gaussian_logits(network, noises)
+        points = points or (SAMPLED_POINTS if sampled else ORTHANT_POINTS)
+        by_scrambling = _predicted(
+            network, noises, x, target, points, seed, batch_size, predictor, nodes
+        )  # (S, B)
     totals = by_scrambling.mean(1)
     return Accuracy(
         accuracy=float(totals.mean()),
@@ -498,6 +504,41 @@ def _predicted(
             lowest = _orthant(-output.mean, output.covariance, labels, normals)
             right = ((1 - flipped) * right + flipped * lowest).clamp_(0, 1)
         parts.append(right)
+    return torch.cat(parts, dim=1)
+
+
+def _predicted_model(
+    model: nn.Module,
+    noise: Any,
+    x: Tensor,
+    target: Tensor,
+    points: int,
+    seed: int,
+    batch_size: int,
+    sites: SiteSelector,
+) -> Tensor:
+    """A torch model's first-order prediction: its outputs Gaussian with the noise-free output as
+    mean and the covariance of its linearisation (:mod:`noiseprop.model_analytic`), integrated over
+    the orthant where class ``c`` wins, as for a network."""
+    from noiseprop.model_analytic import linearised_model
+
+    classes = int(
+        model_outputs(model, x[:1], dtype=torch.float64, device=x.device, batch_size=1).shape[1]
+    )
+    if classes == 1:
+        return torch.ones(SCRAMBLINGS, len(x), dtype=torch.float64, device=x.device)
+    normals = [
+        _sobol_normals(classes - 1, points // SCRAMBLINGS, _derived_seed(seed, index)).to(x.device)
+        for index in range(SCRAMBLINGS)
+    ]
+    parts = []
+    for start in range(0, len(x), batch_size):
+        chunk, labels = x[start : start + batch_size], target[start : start + batch_size]
+        statistics = linearised_model(
+            model, noise, chunk, sites=sites, site_variances=False, device=x.device
+        )[0]
+        output = statistics[-1]
+        parts.append(_orthant(output.mean, output.covariance, labels, normals))
     return torch.cat(parts, dim=1)
 
 

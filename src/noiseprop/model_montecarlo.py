@@ -37,9 +37,11 @@ from noiseprop.sites import SiteSelector, find_sites, noisy, site_noises
 __all__ = [
     "ModelNoise",
     "as_model_inputs",
+    "entries",
     "evaluating",
     "model_outputs",
     "model_setup",
+    "noise_free_calls",
     "runnable",
     "sample_model",
     "simulate_model",
@@ -171,56 +173,8 @@ def model_setup(
     site_names = tuple(name for name, _ in found)
     noises = site_noises(noise, site_names)
     with evaluating(model):
-        # the noise-free pass: which site calls happen, in which order, with which shapes
-        calls: list[tuple[int, int, Tensor]] = []
-        counts = [0] * len(found)
-        handles = []
-        for index, (_, module) in enumerate(found):
-
-            def hook(module: nn.Module, args: Any, output: Any, index: int = index) -> None:
-                counts[index] += 1
-                calls.append((index, counts[index], output))
-
-            handles.append(module.register_forward_hook(hook))
-        try:
-            with torch.no_grad():
-                output = _check_output(model(inputs))
-        finally:
-            for handle in handles:
-                handle.remove()
-        if not calls:
-            raise ValueError(
-                f"sites {', '.join(site_names)} are never called in the model's forward pass; "
-                "nothing to measure."
-            )
-        for index, _, value in calls:
-            if not isinstance(value, Tensor) or not value.is_floating_point() or value.ndim == 0:
-                raise TypeError(
-                    f"noise site {site_names[index]!r} ({type(found[index][1]).__name__}) must output "
-                    "a floating-point tensor with a batch dimension; got "
-                    f"{getattr(value, 'dtype', type(value).__name__)}."
-                )
-            if value.shape[0] != inputs.shape[0]:
-                raise ValueError(
-                    f"noise site {site_names[index]!r} outputs a batch of {value.shape[0]} for "
-                    f"{inputs.shape[0]} inputs; a site's output must be batch first."
-                )
-        names = [
-            site_names[index] if counts[index] == 1 else f"{site_names[index]}#{call}"
-            for index, call, _ in calls
-        ]
-        entry_noises = [noises[index] for index, _, _ in calls]
-        references = [value.detach() for _, _, value in calls]
-        output_entry = not any(value is output for _, _, value in calls)
-        if output_entry:
-            if output.shape[0] != inputs.shape[0]:
-                raise ValueError(
-                    f"the model outputs a batch of {output.shape[0]} for {inputs.shape[0]} inputs; "
-                    "its output must be batch first."
-                )
-            names.append("output")
-            entry_noises.append(Noise())
-            references.append(output.detach())
+        calls, output = noise_free_calls(model, found, inputs, site_names)
+        names, entry_noises, references, output_entry = entries(calls, output, site_names, noises)
         generator = torch.Generator(device=device).manual_seed(seed)
         with noisy(model, noise=noises, sites=[*_exact(site_names)], in_eval=True, generator=generator):
             yield ModelNoise(
@@ -233,6 +187,83 @@ def model_setup(
                 _modules=[module for _, module in found],
                 names_of_sites=site_names,
             )
+
+
+def noise_free_calls(
+    model: nn.Module,
+    found: Sequence[tuple[str, nn.Module]],
+    inputs: Tensor,
+    site_names: Sequence[str],
+    site_inputs: list[Tensor] | None = None,
+) -> tuple[list[tuple[int, int, Tensor]], Tensor]:
+    """The noise-free pass (``model`` in eval mode): ``(site, call, output)`` for every site call,
+    in the order the pass reaches them, and the model's output; with ``site_inputs``, every call's
+    first positional input is appended there too. Checked: batch-first floating-point tensors."""
+    calls: list[tuple[int, int, Tensor]] = []
+    counts = [0] * len(found)
+    handles = []
+    for index, (_, module) in enumerate(found):
+
+        def hook(module: nn.Module, args: Any, output: Any, index: int = index) -> None:
+            counts[index] += 1
+            calls.append((index, counts[index], output))
+            if site_inputs is not None:
+                site_inputs.append(args[0] if args else None)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            output = _check_output(model(inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not calls:
+        raise ValueError(
+            f"sites {', '.join(site_names)} are never called in the model's forward pass; "
+            "nothing to measure."
+        )
+    for index, _, value in calls:
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.ndim == 0:
+            raise TypeError(
+                f"noise site {site_names[index]!r} ({type(found[index][1]).__name__}) must output "
+                "a floating-point tensor with a batch dimension; got "
+                f"{getattr(value, 'dtype', type(value).__name__)}."
+            )
+        if value.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"noise site {site_names[index]!r} outputs a batch of {value.shape[0]} for "
+                f"{inputs.shape[0]} inputs; a site's output must be batch first."
+            )
+    return calls, output
+
+
+def entries(
+    calls: list[tuple[int, int, Tensor]],
+    output: Tensor,
+    site_names: Sequence[str],
+    noises: Sequence[Noise],
+) -> tuple[list[str], list[Noise], list[Tensor], bool]:
+    """The measured entries of a noise-free pass (:func:`noise_free_calls`): their names (``name#k``
+    for the k-th call of a site called several times, ``"output"`` for the model's output when it is
+    not a site's), noises, noise-free values, and whether the output is an entry of its own."""
+    counts = [sum(1 for index, _, _ in calls if index == site) for site in range(len(site_names))]
+    names = [
+        site_names[index] if counts[index] == 1 else f"{site_names[index]}#{call}"
+        for index, call, _ in calls
+    ]
+    entry_noises = [noises[index] for index, _, _ in calls]
+    references = [value.detach() for _, _, value in calls]
+    output_entry = not any(value is output for _, _, value in calls)
+    if output_entry:
+        if output.shape[0] != calls[0][2].shape[0]:
+            raise ValueError(
+                f"the model outputs a batch of {output.shape[0]} for {calls[0][2].shape[0]} "
+                "inputs; its output must be batch first."
+            )
+        names.append("output")
+        entry_noises.append(Noise())
+        references.append(output.detach())
+    return names, entry_noises, references, output_entry
 
 
 def runnable(model: nn.Module, *, dtype: torch.dtype, device: torch.device) -> nn.Module:

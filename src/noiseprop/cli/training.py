@@ -61,10 +61,11 @@ PointsOption = Annotated[
     ),
 ]
 PredictorOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="How --method predicted integrates: moments (beyond first order: Gaussian input to "
-        "the last nonlinear layer, the rest exact) or covariance (first order: Gaussian outputs)."
+        "the last nonlinear layer, the rest exact) or covariance (first order: Gaussian outputs).",
+        show_default="moments; covariance with --model",
     ),
 ]
 METHODS = ("predicted", "montecarlo")
@@ -171,28 +172,31 @@ def accuracy(
     method: AccuracyMethodOption = None,
     repeats: RepeatsOption = 100,
     points: PointsOption = None,
-    predictor: PredictorOption = "moments",
+    predictor: PredictorOption = None,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Classification accuracy under noise: simulated (noise draws) and predicted (docs/THEORY.md 6).
 
     With --model, any torch classifier taking flat (batch, 784) images: noise at its sites
-    (--sites), simulated only (--method montecarlo).
+    (--sites), simulated by default; --method predicted linearises it (first order, --predictor
+    covariance).
     """
     parsed = parse_noise(noise, injection)
     methods = _methods(method)
-    choice("--predictor", predictor, PREDICTORS)
+    if predictor is not None:
+        choice("--predictor", predictor, PREDICTORS)
     if model is not None:
         refuse_with_model({"--network": network}, "--network")
         refuse_layers(layers)
-        if method and "predicted" in methods:
+        methods = methods if method else ["montecarlo"]
+        if "predicted" in methods and predictor == "moments":
             fail(
-                "--method",
-                "predicted needs a dense network (its Gaussian prediction rests on the covariance "
-                "recursion); with --model use --method montecarlo.",
+                "--predictor",
+                "moments needs a dense network; a model's accuracy is predicted from its "
+                "linearisation: --predictor covariance (the default with --model).",
             )
-        methods = ["montecarlo"]
+        predictor = "covariance"
         loaded = load(model, weights, sites)
         classifier: Any = loaded.model
         described = {"model": loaded.description, "sites": list(loaded.site_names)}
@@ -251,11 +255,11 @@ def accuracy(
         f"montecarlo: {repeats} draws per image; stderr conditional on the images",
     ]
     if "predicted" in results:
-        used = results["predicted"].points
+        used, how = results["predicted"].points, results["predicted"].predictor
         notes.append(
             f"predicted (moments): Gaussian input to the last nonlinear layer, the rest integrated at "
             f"{used} quasi-random points per image"
-            if predictor == "moments"
+            if how == "moments"
             else f"predicted (covariance): Gaussian outputs, first order, {used} quasi-random points"
         )
     print_notes(console, notes)
