@@ -241,7 +241,7 @@ SMALL = ("--width", "10", "--depth", "3")
         (("predict", *SMALL, "--input", "abc"), "--input", "a number"),
         (("predict", "--network", "{missing}"), "--network", "does not exist"),
         (("predict", *SMALL, "--input", "{missing}.npy"), "--input", "does not exist"),
-        (("predict", *SMALL, "--method", "exact"), "--method", "covariance, meanfield"),
+        (("predict", *SMALL, "--method", "exact"), "--method", "covariance, moments, meanfield"),
         (("predict", "--network", "{net}", "--method", "symmetric"), "--method", "symmetric"),
         (("predict", *SMALL, "--injection", "inside"), "--injection", "after, before"),
         (("simulate", *SMALL, "--repeats", "1"), "--repeats", ">= 2"),

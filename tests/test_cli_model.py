@@ -67,7 +67,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_help_lists_the_model_options():
-    for command in ("simulate", "accuracy"):
+    for command in ("simulate", "accuracy", "predict", "compare"):
         stdout, _ = invoke(command, "--help")
         for option in ("--model", "--weights", "--sites"):
             assert option in stdout, (command, option)
@@ -87,6 +87,36 @@ def test_simulate_a_model_file_with_weights_matches_closed_form(files, seed):
     assert (site["site"], site["neurons"], output["neurons"]) == ("1", 2, 1)
     assert_within(site["variance"], AU, site["variance_stderr"])
     assert_within(output["variance"], 25 * AU, output["variance_stderr"])
+
+
+def test_predict_a_model_file_by_linearisation_is_the_closed_form(files):
+    """The tanh site's own additive noise, then the readout ``w``: first order is exact here,
+    ``D_AU`` at the site and ``D_AU |w|^2`` at the output."""
+    payload = json.loads(
+        invoke(
+            "predict", "--model", f"{files['model']}:build", "--weights", str(files["weights"]),
+            "--input", "0.1,0.2,0.3", "--noise", f"AU={AU:g}", "--json",
+        )[0]
+    )  # fmt: skip
+    site, output = payload["layers"]
+    assert (site["site"], output["site"]) == ("1", "output")
+    assert site["variance"] == pytest.approx(AU, rel=1e-12)
+    assert output["variance"] == pytest.approx(25 * AU, rel=1e-12)
+
+
+def test_compare_the_shipped_cnn_site_by_site():
+    """Correlated noise at the shipped CNN's ReLUs: its linearisation agrees with its simulation on
+    every site (z within 3 in the table, as the summary line says); uncorrelated noise at its tied
+    max-pooling windows is refused in one line that names --model."""
+    stdout, _ = invoke(
+        "compare", "--model", "cnn", "--input", "mnist:2", "--noise", "AC=1e-3", "--repeats", "2000",
+        "--no-progress",
+    )  # fmt: skip
+    rows = [line.split()[1] for line in stdout.splitlines() if line.startswith("│")]
+    assert rows == ["relu1", "relu2", "output"]
+    assert "covariance: 3/3 layers agree within 3 standard errors" in stdout
+    _, stderr = invoke("predict", "--model", "cnn", "--input", "mnist:2", "--noise", "AU=1e-3", code=2)
+    assert stderr.count("\n") == 1 and "Error: --model: the model is not differentiable" in stderr
 
 
 def test_simulate_the_shipped_cnn_prints_a_row_per_site(seed):
@@ -218,6 +248,8 @@ def test_a_pickle_given_as_weights_is_refused_and_never_unpickled(files, tmp_pat
          "--width"),
         (["simulate", "--weights", "WRONG"], "--weights", "got --weights without --model"),
         (["simulate", "--sites", "relu*"], "--sites", "got --sites without --model"),
+        (["predict", "--model", "cnn", "--input", "mnist:2", "--method", "moments"], "--method",
+         "moments needs a dense network"),
         (["simulate", "--model", "cnn", "--layers", "hidden"], "--layers",
          "with --model choose the noise sites with --sites"),
         (["simulate", "--model", "cnn", "--sites", "zz*"], "--sites", "pattern 'zz*' matches no module"),

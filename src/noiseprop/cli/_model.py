@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 from noiseprop.cli._options import fail, reported_as
 from noiseprop.cli._setup import Setup, parse_noise, read_inputs
 
@@ -136,6 +138,8 @@ def running(is_model: bool, input_shape: tuple[int, ...]) -> Iterator[None]:
         yield
     except (ValueError, TypeError) as error:
         fail("--model", str(error))
+    except typer.Exit:  # already reported, in one line
+        raise
     except RuntimeError as error:  # raised by torch in the model's forward pass
         lines = str(error).strip().splitlines()
         fail(

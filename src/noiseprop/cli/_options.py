@@ -16,7 +16,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-METHODS = ("covariance", "meanfield", "symmetric")
+METHODS = ("covariance", "moments", "meanfield", "symmetric")
 INJECTIONS = ("after", "before")
 DTYPES = ("float32", "float64")
 DEFAULT_WIDTH = 100
@@ -119,7 +119,8 @@ PredictMethodOption = Annotated[
     str | None,
     typer.Option(
         "--method",
-        help="Prediction method: covariance, meanfield or symmetric.",
+        help="Prediction method: covariance (first order), moments (beyond first order), meanfield "
+        "or symmetric; with --model, covariance.",
         show_default="symmetric for --width/--depth networks, covariance for --network files",
     ),
 ]
@@ -127,7 +128,8 @@ CompareMethodOption = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Prediction method (covariance, meanfield, symmetric); repeat to compare several.",
+        help="Prediction method (covariance, moments, meanfield, symmetric); repeat to compare "
+        "several.",
         show_default="as for predict",
     ),
 ]

@@ -227,6 +227,12 @@ def methods_from(given: list[str] | None, setup: Setup) -> list[str]:
     methods: list[str] = []
     for method in given:
         choice("--method", method, METHODS)
+        if setup.is_model and method != "covariance":
+            fail(
+                "--method",
+                f"{method} needs a dense network; a --model is linearised by automatic "
+                "differentiation: --method covariance (the default with --model).",
+            )
         if method not in methods:
             methods.append(method)
     return methods
@@ -253,8 +259,8 @@ def check_simulation_options(repeats: int, dtype: str, device: str) -> None:
 def run_prediction(setup: Setup, method: str) -> NoiseStatistics:
     from noiseprop import propagate
 
-    with reported_as("--method"):
-        return propagate(setup.network, setup.noise, setup.inputs, method=method)
+    with reported_as("--model" if setup.is_model else "--method"):
+        return propagate(setup.network, setup.noise, setup.inputs, method=method, sites=setup.sites)
 
 
 def run_simulation(

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
+from pathlib import Path
 
 from noiseprop.cli._app import app
 from noiseprop.cli._model import (
@@ -25,7 +22,6 @@ from noiseprop.cli._options import (
     InjectionOption,
     InputOption,
     JsonOption,
-    LayersOption,
     ModelLayersOption,
     ModelOption,
     NetworkOption,
@@ -52,6 +48,7 @@ from noiseprop.cli._output import (
     table_notes,
 )
 from noiseprop.cli._setup import (
+    Setup,
     build_setup,
     check_simulation_options,
     methods_from,
@@ -61,24 +58,48 @@ from noiseprop.cli._setup import (
 
 
 # ------------------------------------------------------------------------------- commands
+def _setup(
+    network: Path | None, width: int | None, depth: int | None, activation: str | None,
+    model: str | None, weights: Path | None, sites: list[str] | None, noise: str,
+    injection: str | None, layers: str | None, inputs: str,
+) -> Setup:  # fmt: skip
+    """The setup of a command that takes a dense network or, with ``--model``, any torch model."""
+    if model is not None:
+        given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
+        refuse_with_model(given)
+        return build_model_setup(model, weights, sites, noise, injection, layers, inputs)
+    refuse_without_model(weights, sites)
+    return build_setup(network, width, depth, activation, noise, injection, layers or "all", inputs)
+
+
 @app.command()
 def predict(
     network: NetworkOption = None,
     width: WidthOption = None,
     depth: DepthOption = None,
     activation: ActivationOption = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    sites: SitesOption = None,
     noise: NoiseOption = "AU=1e-3,AC=1e-3",
     injection: InjectionOption = None,
-    layers: LayersOption = "all",
+    layers: ModelLayersOption = None,
     inputs: InputOption = "0.5",
     method: PredictMethodOption = None,
     per_input: PerInputOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Predict every layer's noise analytically (noiseprop.propagate)."""
-    setup = build_setup(network, width, depth, activation, noise, injection, layers, inputs)
+    """Predict every layer's noise analytically (noiseprop.propagate).
+
+    With --model, any torch model, linearised by automatic differentiation (first order, --method
+    covariance): one row per site.
+    """
+    setup = _setup(network, width, depth, activation, model, weights, sites, noise, injection,
+                   layers, inputs)  # fmt: skip
     (chosen,) = methods_from([method] if method else None, setup)
-    stats = run_prediction(setup, chosen)
+    check_forward(setup, "float64", "cpu")
+    with running(setup.is_model, tuple(setup.inputs.shape)):
+        stats = run_prediction(setup, chosen)
     if as_json:
         print_json(statistics_payload(stats, setup, per_input))
     else:
@@ -112,13 +133,8 @@ def simulate(
 
     With --model, any torch model: noise at its sites (--sites), one row per site.
     """
-    if model is not None:
-        given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
-        refuse_with_model(given)
-        setup = build_model_setup(model, weights, sites, noise, injection, layers, inputs)
-    else:
-        refuse_without_model(weights, sites)
-        setup = build_setup(network, width, depth, activation, noise, injection, layers or "all", inputs)
+    setup = _setup(network, width, depth, activation, model, weights, sites, noise, injection,
+                   layers, inputs)  # fmt: skip
     check_simulation_options(repeats, dtype, device)
     check_forward(setup, dtype, device)
     with running(setup.is_model, tuple(setup.inputs.shape)):
@@ -139,9 +155,12 @@ def compare(
     width: WidthOption = None,
     depth: DepthOption = None,
     activation: ActivationOption = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    sites: SitesOption = None,
     noise: NoiseOption = "AU=1e-3,AC=1e-3",
     injection: InjectionOption = None,
-    layers: LayersOption = "all",
+    layers: ModelLayersOption = None,
     inputs: InputOption = "0.5",
     method: CompareMethodOption = None,
     repeats: RepeatsOption = 10_000,
@@ -153,14 +172,22 @@ def compare(
     per_input: PerInputOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Compare predictions with a Monte Carlo simulation, layer by layer."""
-    setup = build_setup(network, width, depth, activation, noise, injection, layers, inputs)
+    """Compare predictions with a Monte Carlo simulation, layer by layer.
+
+    With --model, any torch model: its linearisation (first order, --method covariance) against its
+    simulation, site by site.
+    """
+    setup = _setup(network, width, depth, activation, model, weights, sites, noise, injection,
+                   layers, inputs)  # fmt: skip
     methods = methods_from(method, setup)
     if not (sigmas > 0 and math.isfinite(sigmas)):
         fail("--sigmas", f"expected a finite number > 0; got {sigmas!r}.")
     check_simulation_options(repeats, dtype, device)
-    predictions = {name: run_prediction(setup, name) for name in methods}  # fast: fail before simulating
-    simulation = run_simulation(setup, repeats, seed, dtype, device, progress and not as_json)
+    check_forward(setup, dtype, device)
+    with running(setup.is_model, tuple(setup.inputs.shape)):
+        # fast: fail before simulating
+        predictions = {name: run_prediction(setup, name) for name in methods}
+        simulation = run_simulation(setup, repeats, seed, dtype, device, progress and not as_json)
     comparisons = {
         name: prediction.compare(simulation, sigmas=sigmas) for name, prediction in predictions.items()
     }
@@ -192,13 +219,15 @@ def compare(
     table = Table(
         title=f"Predicted vs simulated variance per layer ({repeats} repeats, seed {seed}, {dtype})"
     )
-    for column in ("layer", "simulated", "stderr"):
+    for column in ("site" if setup.is_model else "layer", "simulated", "stderr"):
         table.add_column(column, justify="right")
     for name in frames:
         table.add_column(name, justify="right")
         table.add_column("z", justify="right")
+    names = simulation.site_names
     for index, row in enumerate(first.itertuples(index=False)):
-        cells = [str(row.layer), number(row.simulated, ".4g"), number(row.stderr, ".2g")]
+        label = names[index] if setup.is_model else str(row.layer)
+        cells = [label, number(row.simulated, ".4g"), number(row.stderr, ".2g")]
         for frame in frames.values():
             point = frame.iloc[index]
             z = number(point.z, "+.2f")
@@ -210,7 +239,7 @@ def compare(
     console.print(table)
     print_notes(
         console,
-        table_notes(setup, simulation.noise)[:3]
+        table_notes(setup, simulation.noise, simulation.names)[:3]
         + [
             "stderr: standard error of the simulated variance (batch means); z = (predicted - "
             f"simulated) / stderr, marked ! beyond {sigmas:g}; rel. err = (predicted - simulated) / "
