@@ -128,8 +128,7 @@ CompareMethodOption = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Prediction method (covariance, moments, meanfield, symmetric); repeat to compare "
-        "several.",
+        help="Prediction method (covariance, moments, meanfield, symmetric); repeat to compare several.",
         show_default="as for predict",
     ),
 ]
