@@ -67,7 +67,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_help_lists_the_model_options():
-    for command in ("simulate", "accuracy", "predict", "compare"):
+    for command in ("simulate", "accuracy", "predict", "compare", "design"):
         stdout, _ = invoke(command, "--help")
         for option in ("--model", "--weights", "--sites"):
             assert option in stdout, (command, option)
@@ -117,6 +117,16 @@ def test_compare_the_shipped_cnn_site_by_site():
     assert "covariance: 3/3 layers agree within 3 standard errors" in stdout
     _, stderr = invoke("predict", "--model", "cnn", "--input", "mnist:2", "--noise", "AU=1e-3", code=2)
     assert stderr.count("\n") == 1 and "Error: --model: the model is not differentiable" in stderr
+
+
+def test_design_the_shipped_cnn_site_by_site():
+    stdout, _ = invoke(
+        "design", "--model", "cnn", "--input", "mnist:4", "--noise", "AC=1e-3", "--target-snr-db",
+        "20", "--repeats", "300",
+    )  # fmt: skip
+    rows = [line.split()[1] for line in stdout.splitlines() if line.startswith("│ ")]
+    assert rows[:4] == ["relu1", "relu2", "relu1", "relu2"]  # the gains, then the budget
+    assert "AU: not linearisable here" in " ".join(stdout.split())
 
 
 def test_simulate_the_shipped_cnn_prints_a_row_per_site(seed):
@@ -250,6 +260,8 @@ def test_a_pickle_given_as_weights_is_refused_and_never_unpickled(files, tmp_pat
         (["simulate", "--sites", "relu*"], "--sites", "got --sites without --model"),
         (["predict", "--model", "cnn", "--input", "mnist:2", "--method", "moments"], "--method",
          "moments needs a dense network"),
+        (["design", "--model", "cnn", "--input", "mnist:2", "--figure", "b.png"], "--figure",
+         "with --model the budget is printed"),
         (["simulate", "--model", "cnn", "--layers", "hidden"], "--layers",
          "with --model choose the noise sites with --sites"),
         (["simulate", "--model", "cnn", "--sites", "zz*"], "--sites", "pattern 'zz*' matches no module"),

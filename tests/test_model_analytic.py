@@ -13,6 +13,7 @@ from torch import nn
 from noiseprop import KINDS, Network, Noise, accuracy, design, propagate, simulate
 from noiseprop.budget import model_budget
 from noiseprop.cnn import default_cnn, mnist_cnn
+from noiseprop.criteria import design_model
 from noiseprop.datasets import mnist
 from noiseprop.model_analytic import linearised_model
 
@@ -162,3 +163,37 @@ def test_bad_input(dense):
         accuracy(model, Noise(AU=1e-3), x, [0] * 5, method="predicted", predictor="moments")
     with pytest.raises(ValueError, match="mode must be one of 'auto', 'forward', 'reverse'"):
         linearised_model(model, Noise(AU=1e-3), x, mode="sideways")
+
+
+def test_design_of_a_model_against_the_dense_design(dense):
+    """``design_model`` of ``Network.to_torch()`` with additive noise (first order is exact):
+    the budget equals the dense design's, the gains are the parts per unit intensity, and the
+    tolerable intensity of the additive kinds for 20 dB equals the dense design's within the
+    bisection's precision (the multiplicative kinds, on every layer, within the 0.3 % of the
+    products of noises that the dense method keeps)."""
+    network, x = dense
+    noise = Noise(AU=1e-3, AC=2e-3)
+    ours = design_model(network.to_torch(torch.float64), noise, x, target_snr_db=20, check=False)
+    theirs = design(network, noise, x, target_snr_db=20, check=False)
+    for row, expected in zip(ours.budget.contributions, theirs.budget.contributions):
+        assert row == pytest.approx(expected, abs=1e-12)
+    for gains, parts in zip(ours.gains, ours.budget.contributions):
+        assert gains[0] * 1e-3 == pytest.approx(parts[0], rel=1e-10)
+        assert gains[1] * 2e-3 == pytest.approx(parts[1], rel=1e-10)
+    assert ours.refused == {}
+    for mine, dense_one in zip(ours.tolerances, theirs.tolerances):
+        assert mine.kind == dense_one.kind
+        # multiplicative noise on every layer: the dense method keeps its second-order products
+        tolerance = 2e-3 if mine.kind in ("AU", "AC") else 1e-2
+        assert mine.intensity == pytest.approx(dense_one.intensity, rel=tolerance)
+
+
+def test_design_of_the_shipped_cnn(images):
+    """Uncorrelated kinds refused (tied max pooling), with ``nan`` gains and no tolerance; for the
+    correlated ones the tolerable intensity for 20 dB is confirmed by one simulation."""
+    result = design_model(default_cnn(), Noise(AC=1e-3), images, target_snr_db=20, repeats=500)
+    assert set(result.refused) == {"AU", "MU"}
+    assert all(math.isnan(row[0]) and math.isnan(row[2]) for row in result.gains)
+    assert [tolerance.kind for tolerance in result.tolerances] == ["AC", "MC"]
+    for tolerance in result.tolerances:
+        assert tolerance.predicted == pytest.approx(20, abs=1e-6) and tolerance.meets_target

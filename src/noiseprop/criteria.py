@@ -22,10 +22,12 @@ inputs; :func:`plot_noise_budget` draws the budget. Definitions used throughout:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from torch import nn
 
 from noiseprop._inputs import as_inputs
 from noiseprop._validation import check_finite, check_positive, check_positive_int
@@ -33,6 +35,7 @@ from noiseprop.analytic import propagate
 from noiseprop.classification import _check_data, _check_points, _check_seed, accuracy
 from noiseprop.network import Network
 from noiseprop.noise import KINDS, Noise, NoiseSpec, per_layer
+from noiseprop.sites import SiteSelector
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,7 +50,7 @@ from noiseprop.budget import (
 )
 from noiseprop.tolerance import Remedies, Tolerance, _db, _remedies, _Solver
 
-__all__ = ["Design", "design", "plot_noise_budget"]
+__all__ = ["Design", "ModelDesign", "design", "design_model", "plot_noise_budget"]
 
 Growth = Literal["bounded", "linear", "geometric"]
 _UNIT = 1e-9
@@ -333,6 +336,208 @@ def design(
         remedies=remedies,
         noise=noises,
     )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ModelDesign:
+    """Design criteria of a torch model under noise: see :func:`design_model`.
+
+    Attributes:
+        names: the site modules (:func:`noiseprop.find_sites`).
+        noise: the noise of every site module.
+        calls: the site calls (``name#k`` for the k-th call of a module called several times).
+        gains: per site call, per kind (order of :data:`~noiseprop.noise.KINDS`): the output variance
+            per unit of that kind's intensity at that call alone, to first order (averaged over the
+            output elements and the inputs).
+        budget: the :class:`NoiseBudget` by site call and kind at the given noise.
+        signal_power: ``<mean^2>`` of the output (noise-free).
+        accuracy: predicted accuracy (first order) at the given noise (with labels; else ``None``).
+        noise_free_accuracy: accuracy without noise (with labels; else ``None``).
+        tolerances: one :class:`Tolerance` per kind and target given (``layers``: the noisy site
+            modules, numbered from 1 in the order of ``names``), for the kinds that can be
+            linearised.
+        refused: ``{kind: reason}`` for the kinds the model cannot be linearised for (their gains
+            are ``nan`` and they have no tolerance): e.g. uncorrelated noise at tied max-pooling
+            inputs.
+    """
+
+    names: tuple[str, ...]
+    noise: tuple[Noise, ...]
+    calls: tuple[str, ...]
+    gains: tuple[tuple[float, float, float, float], ...]
+    budget: NoiseBudget
+    signal_power: float
+    accuracy: float | None
+    noise_free_accuracy: float | None
+    tolerances: tuple[Tolerance, ...]
+    refused: Mapping[str, str]
+
+    @property
+    def snr_db(self) -> float:
+        """Predicted output SNR in dB at the given noise (first order)."""
+        return _db(self.signal_power, self.budget.first_order_total)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (for JSON)."""
+        return {
+            "sites": list(self.names),
+            "noise": [str(noise) for noise in self.noise],
+            "signal_power": self.signal_power,
+            "output_variance": self.budget.first_order_total,
+            "snr_db": self.snr_db,
+            "accuracy": self.accuracy,
+            "noise_free_accuracy": self.noise_free_accuracy,
+            "gains": [
+                {"site": call, **dict(zip(KINDS, row))} for call, row in zip(self.calls, self.gains)
+            ],
+            "budget": self.budget.as_dict(),
+            "tolerances": [tolerance.as_dict() for tolerance in self.tolerances],
+            "refused": dict(self.refused),
+        }
+
+
+def design_model(
+    model: nn.Module,
+    noise: Noise | Sequence[Noise] | Mapping[str, Noise],
+    inputs: Any,
+    *,
+    sites: SiteSelector = None,
+    target_snr_db: float | None = None,
+    target_accuracy: float | None = None,
+    labels: Any = None,
+    check: bool = True,
+    repeats: int = 1000,
+    seed: int = 0,
+    sigmas: float = 3.0,
+    points: int | None = None,
+    rtol: float = 1e-3,
+) -> ModelDesign:
+    """The design criteria of :func:`design` for any torch model, on its first-order linearisation
+    (:mod:`noiseprop.model_analytic`, docs/THEORY.md section 8): per-site gains, the noise budget by
+    site call and kind, the predicted accuracy and the tolerable noise of each kind, each confirmed
+    by one simulation.
+
+    **Gains**: the output variance per unit intensity of each kind at each site call alone (one
+    linearisation per kind at unit intensity; a kind the model is not differentiable for, see
+    below, gets ``nan`` gains, no tolerance, and its reason in ``refused``). **Budget**:
+    :func:`noiseprop.budget.model_budget`.
+    **Tolerable noise**: for each kind, the same intensity on every site module that is noisy in
+    ``noise`` (every site when none is), the other kinds off; for ``target_snr_db`` the
+    linearisation is linear in the intensity, so ``D = <mean^2> / (10^(SNR/10) sum gains)`` (the
+    bisection of :func:`design` confirms it at once); for ``target_accuracy`` bisection on the
+    predicted accuracy. With ``check``, one simulation at that intensity (``repeats`` draws) says
+    whether the target is met within ``sigmas`` standard errors.
+
+    The arguments are those of :func:`design`, with ``sites`` the model's noise sites and
+    ``inputs`` a batch as the model takes it.
+
+    Raises:
+        ValueError: as :func:`design`; and where the model is not differentiable at the noise-free
+            input in the direction of the noise (tied max-pooling inputs), which a linearisation
+            cannot represent.
+    """
+    from noiseprop.budget import model_budget
+    from noiseprop.model_analytic import NotDifferentiableError, linearised_model
+    from noiseprop.model_montecarlo import _exact, as_model_inputs, model_outputs
+    from noiseprop.sites import find_sites, site_noises
+
+    x = as_model_inputs(inputs, dtype=torch.float64, device=torch.device("cpu"))
+    names = tuple(name for name, _ in find_sites(model, sites))
+    noises = site_noises(noise, names)
+    if target_snr_db is not None:
+        target_snr_db = check_finite("target_snr_db", target_snr_db)
+    if target_accuracy is not None:
+        target_accuracy = _check_fraction(target_accuracy)
+        if labels is None:
+            raise ValueError(
+                "target_accuracy needs labels: the class of every input (an array of shape "
+                f"({x.shape[0]},)); got labels=None."
+            )
+    if not isinstance(check, bool):
+        raise TypeError(f"check must be True or False; got {check!r}.")
+    repeats = check_positive_int("repeats", repeats, minimum=2)
+    seed = _check_seed(seed)
+    sigmas = check_positive("sigmas", sigmas)
+    points = None if points is None else _check_points(points)
+    rtol = check_positive("rtol", rtol)
+    if rtol >= 1:
+        raise ValueError(f"rtol must be a relative precision in (0, 1); got {rtol!r}.")
+    exact = _exact(names)
+    budget = model_budget(model, noises, x, sites=exact)
+    refused: dict[str, str] = {}
+    columns: dict[str, dict[str, float]] = {}
+    calls: tuple[str, ...] = ()
+    for kind in KINDS:
+        unit_noise = [Noise(**{kind: 1.0}, injection=site.injection) for site in noises]
+        try:
+            _, parts, calls = linearised_model(model, unit_noise, x, sites=exact, site_variances=False)
+        except NotDifferentiableError as error:
+            refused[kind] = str(error)
+            continue
+        columns[kind] = {
+            call: float(part.diagonal(dim1=-2, dim2=-1).mean()) for (call, _), part in parts.items()
+        }
+    if not calls:  # every kind refused: the calls from a noise-free linearisation
+        calls = linearised_model(model, Noise(), x, sites=exact, site_variances=False)[2]
+    gains = tuple(
+        tuple(columns[kind].get(call, 0.0) if kind in columns else math.nan for kind in KINDS)
+        for call in calls
+    )
+    unit = torch.zeros(len(names), len(KINDS), dtype=torch.float64)
+    for call, row in zip(calls, gains):
+        unit[names.index(_module_of(call, names))] += torch.tensor(row, dtype=torch.float64)
+    unit = unit.nan_to_num(nan=0.0)
+    output = model_outputs(model, x, dtype=torch.float64, device=x.device, batch_size=len(x))
+    signal_power = float(output.square().mean())
+    predicted_accuracy = noise_free = target = None
+    if labels is not None:
+        result = accuracy(
+            model, noises, x, labels, method="predicted", points=points, seed=seed, sites=exact
+        )
+        predicted_accuracy, noise_free = result.accuracy, result.noise_free
+        target = torch.as_tensor(labels).long()
+        if target_accuracy is not None and target_accuracy > noise_free:
+            raise ValueError(
+                f"target_accuracy must be at most the noise-free accuracy of these inputs, "
+                f"{noise_free:.6g}; got {target_accuracy!r}. No noise intensity can reach it."
+            )
+    pattern = tuple(n for n, site in enumerate(noises, 1) if not site.is_zero) or tuple(
+        range(1, len(names) + 1)
+    )
+    solver = _Solver(
+        model, noises, x, target, pattern, unit, signal_power, repeats, seed, sigmas, points,
+        names=names, sites=exact,
+    )  # fmt: skip
+    tolerances = []
+    for criterion, value in (("snr_db", target_snr_db), ("accuracy", target_accuracy)):
+        if value is not None:
+            tolerances += [
+                solver.solve(kind, criterion, value, rtol, check)
+                for kind in KINDS
+                if kind not in refused
+            ]
+    return ModelDesign(
+        names=names,
+        noise=noises,
+        calls=calls,
+        gains=gains,
+        budget=budget,
+        signal_power=signal_power,
+        accuracy=predicted_accuracy,
+        noise_free_accuracy=noise_free,
+        tolerances=tuple(tolerances),
+        refused=refused,
+    )
+
+
+def _module_of(call: str, names: tuple[str, ...]) -> str:
+    """The site module of a call name (``relu`` for ``relu#2``)."""
+    if call in names:
+        return call
+    base, _, number = call.rpartition("#")
+    if base in names and number.isdigit():
+        return base
+    raise ValueError(f"site call {call!r} belongs to none of the sites {names}.")
 
 
 def _check_fraction(value: Any) -> float:

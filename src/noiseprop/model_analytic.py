@@ -52,7 +52,11 @@ from noiseprop.noise import Noise
 from noiseprop.results import LayerStatistics, NoiseStatistics
 from noiseprop.sites import SiteSelector, find_sites, site_noises
 
-__all__ = ["linearised_model"]
+__all__ = ["NotDifferentiableError", "linearised_model"]
+
+
+class NotDifferentiableError(ValueError):
+    """The model is not differentiable at the noise-free input in the direction of the noise."""
 
 
 class _Linearisation:
@@ -161,7 +165,7 @@ class _Linearisation:
         for name, module, primal, tangent in seen:
             tied, windows = _tied_windows(module, primal, tangent)
             if tied:
-                raise ValueError(
+                raise NotDifferentiableError(
                     f"the model is not differentiable at the noise-free input: max-pooling module "
                     f"{name!r} has {tied} of {windows} windows whose largest inputs are tied while "
                     "the noise moves them apart (the maximum of tied noisy values is not linear in "

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from noiseprop._validation import check_choice
 from noiseprop.analytic import propagate
+from noiseprop.budget import LayerGain, NoiseBudget
 from noiseprop.classification import _derived_seed, accuracy
+from noiseprop.model_analytic import linearised_model
 from noiseprop.montecarlo import simulate
 from noiseprop.network import Network
 from noiseprop.noise import KINDS, Noise
-
-if TYPE_CHECKING:
-    pass
-
-from noiseprop.budget import LayerGain, NoiseBudget
 
 __all__ = ["Remedies", "Tolerance"]
 
@@ -115,7 +112,10 @@ class Remedies:
 # ---------------------------------------------------------------------------- tolerable noise
 @dataclass(frozen=True)
 class _Solver:
-    network: Network
+    """Bisection for the tolerable noise of a network, or of a torch model (``names``: its site
+    modules, ``pattern`` indexing them from 1; ``sites`` its site selector)."""
+
+    network: Network | nn.Module
     noises: tuple[Noise, ...]
     x: Tensor
     labels: Tensor | None
@@ -125,16 +125,31 @@ class _Solver:
     repeats: int
     seed: int
     sigmas: float
-    points: int
+    points: int | None
+    names: tuple[str, ...] = ()
+    sites: Any = None
 
-    def spec(self, kind: str, intensity: float) -> dict[int, Noise]:
+    def spec(self, kind: str, intensity: float) -> dict[Any, Noise]:
         return {
-            n: Noise(**{kind: intensity}, injection=self.noises[n - 1].injection) for n in self.pattern
+            (self.names[n - 1] if self.names else n): Noise(
+                **{kind: intensity}, injection=self.noises[n - 1].injection
+            )
+            for n in self.pattern
         }
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """``sites`` for a model (exact names), nothing for a network."""
+        return {"sites": self.sites} if self.names else {}
 
     def predict(self, kind: str, criterion: str, intensity: float) -> float:
         spec = self.spec(kind, intensity)
         if criterion == "snr_db":
+            if self.names:
+                statistics = linearised_model(
+                    self.network, spec, self.x, sites=self.sites, site_variances=False
+                )[0]
+                return _db(self.signal_power, statistics[-1].layer_variance)
             return _db(self.signal_power, propagate(self.network, spec, self.x)[-1].layer_variance)
         result = accuracy(
             self.network,
@@ -144,6 +159,7 @@ class _Solver:
             method="predicted",
             points=self.points,
             seed=self.seed,
+            **self.options,
         )
         return result.accuracy
 
@@ -214,9 +230,12 @@ class _Solver:
                 method="montecarlo",
                 repeats=self.repeats,
                 seed=seed,
+                **self.options,
             )
             return result.accuracy, result.stderr
-        output = simulate(self.network, spec, self.x, repeats=self.repeats, seed=seed)[-1]
+        output = simulate(self.network, spec, self.x, repeats=self.repeats, seed=seed, **self.options)[
+            -1
+        ]
         variance = output.layer_variance
         relative = (output.layer_variance_stderr or 0.0) / variance if variance > 0 else math.inf
         return 10 * math.log10(output.layer_snr), 10 / math.log(10) * relative

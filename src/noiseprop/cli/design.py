@@ -9,6 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from noiseprop.cli._app import app
+from noiseprop.cli._model import (
+    build_model_setup,
+    check_forward,
+    refuse_with_model,
+    refuse_without_model,
+    running,
+)
 from noiseprop.cli._options import (
     SNR_DEFINITION,
     ActivationOption,
@@ -16,11 +23,14 @@ from noiseprop.cli._options import (
     InjectionOption,
     InputOption,
     JsonOption,
-    LayersOption,
+    ModelLayersOption,
+    ModelOption,
     NetworkOption,
     NoiseOption,
     RepeatsOption,
     SeedOption,
+    SitesOption,
+    WeightsOption,
     WidthOption,
     fail,
     reported_as,
@@ -70,9 +80,12 @@ def design(
     width: WidthOption = None,
     depth: DepthOption = None,
     activation: ActivationOption = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    sites: SitesOption = None,
     noise: NoiseOption = "AU=1e-3,AC=1e-3",
     injection: InjectionOption = None,
-    layers: LayersOption = "all",
+    layers: ModelLayersOption = None,
     inputs: InputOption = "0.5",
     target_snr_db: TargetSnrOption = None,
     target_accuracy: TargetAccuracyOption = None,
@@ -83,7 +96,11 @@ def design(
     as_json: JsonOption = False,
 ) -> None:
     """Design criteria: per-layer gains, whether noise accumulation is bounded, the noise budget,
-    the tolerable noise for a target SNR or accuracy, and what would change the verdict."""
+    the tolerable noise for a target SNR or accuracy, and what would change the verdict.
+
+    With --model, any torch model, on its first-order linearisation: per-site gains, the budget by
+    site and kind, and the tolerable noise, each checked by one simulation.
+    """
     if target_snr_db is not None and not math.isfinite(target_snr_db):
         fail("--target-snr-db", f"expected a finite number of dB; got {target_snr_db!r}.")
     if target_accuracy is not None and not 0 < target_accuracy <= 1:
@@ -99,13 +116,25 @@ def design(
             f"needs labelled inputs: --input mnist:N (or mnist-train:N); got --input {inputs!r}.",
         )
     if figure is not None:
+        if model is not None:
+            fail("--figure", "draws a dense network's budget; with --model the budget is printed.")
         _check_figure(figure)
-    setup = build_setup(network, width, depth, activation, noise, injection, layers, inputs)
+    if model is not None:
+        given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
+        refuse_with_model(given)
+        setup = build_model_setup(model, weights, sites, noise, injection, layers, inputs)
+        check_forward(setup, "float64", "cpu")
+    else:
+        refuse_without_model(weights, sites)
+        setup = build_setup(network, width, depth, activation, noise, injection, layers or "all", inputs)
     labels = None
     if labelled:
         with reported_as("--input"):
             labels = read_mnist(inputs)[1]
 
+    if setup.is_model:
+        _design_model(setup, target_snr_db, target_accuracy, labels, check, repeats, seed, as_json)
+        return
     from noiseprop.criteria import design as run_design
 
     with reported_as("--target-accuracy"):
@@ -134,6 +163,64 @@ def design(
         )
         return
     _report(result, setup, figure, repeats, seed)
+
+
+def _design_model(
+    setup: Setup, target_snr_db: float | None, target_accuracy: float | None, labels: Any,
+    check: bool, repeats: int, seed: int, as_json: bool,
+) -> None:  # fmt: skip
+    from rich.console import Console
+    from rich.table import Table
+
+    from noiseprop.criteria import design_model
+    from noiseprop.noise import KINDS
+
+    with running(True, tuple(setup.inputs.shape)):
+        result = design_model(
+            setup.network, setup.noise, setup.inputs, sites=setup.sites,
+            target_snr_db=target_snr_db, target_accuracy=target_accuracy, labels=labels,
+            check=check, repeats=repeats, seed=seed,
+        )  # fmt: skip
+    if as_json:
+        print_json(
+            {"model": setup.description, "input": setup.input_text,
+             "inputs": int(setup.inputs.shape[0]), **result.as_dict()}
+        )  # fmt: skip
+        return
+    console = Console()
+    gains = Table(title="Per-site gains: output variance per unit intensity (first order)")
+    budget = Table(title="Noise budget: output variance by source site and kind (first order)")
+    for table in (gains, budget):
+        table.add_column("site", justify="right")
+        for kind in KINDS:
+            table.add_column(kind, justify="right")
+    budget.add_column("share", justify="right")
+    total = result.budget.first_order_total
+    for call, row, parts in zip(result.calls, result.gains, result.budget.contributions):
+        gains.add_row(call, *(number(value, ".4g") for value in row))
+        share = sum(parts) / total if total > 0 else math.nan
+        budget.add_row(call, *(number(value, ".4g") for value in parts), _percent(share))
+    console.print(gains)
+    console.print(budget)
+    line = (
+        f"output variance {number(total, '.6g')}; predicted output SNR {number(result.snr_db, '.2f')} dB"
+    )
+    if result.accuracy is not None:
+        line += (
+            f"; predicted accuracy {result.accuracy:.2%} (noise-free {result.noise_free_accuracy:.2%})"
+        )
+    console.print(line, highlight=False)
+    if result.tolerances:
+        sites = ", ".join(result.names[n - 1] for n in result.tolerances[0].layers)
+        _tolerance_table(console, result.tolerances, f"sites {sites}", repeats, seed)
+    notes = [f"model: {setup.description}; input: {setup.input_text}"]
+    notes += [
+        f"{kind}: not linearisable here, no gain or tolerance: "
+        + reason.split(": ", 1)[-1].split(" (the maximum")[0]
+        for kind, reason in result.refused.items()
+    ]
+    notes.append("output variance: average over the output elements and the inputs; " + SNR_DEFINITION)
+    print_notes(console, notes)
 
 
 def _check_figure(path: Path) -> None:
@@ -236,33 +323,8 @@ def _report(result: Design, setup: Setup, figure: Path | None, repeats: int, see
     console.print("\n".join(lines), highlight=False)
 
     if result.tolerances:
-        table = Table(title="Tolerable noise: the largest intensity of each kind that keeps the target")
-        for column in ("target", "kind", "intensity", "predicted", "simulated", "stderr", "meets"):
-            table.add_column(column, justify="right")
-        for tolerance in result.tolerances:
-            dB = tolerance.criterion == "snr_db"
-            shown = (lambda v: number(v, ".3f")) if dB else (lambda v: _percent(v, ".2%"))
-            target = f"{tolerance.target:g} dB" if dB else f"{tolerance.target:.2%}"
-            meets = {True: "[green]yes[/green]", False: "[bold red]no[/bold red]", None: "-"}
-            table.add_row(
-                target, tolerance.kind, _intensity(tolerance), shown(tolerance.predicted),
-                "-" if tolerance.simulated is None else shown(tolerance.simulated),
-                "-" if tolerance.simulated_stderr is None else number(
-                    tolerance.simulated_stderr * (1 if dB else 100), ".2g"
-                ) + ("" if dB else "%"),
-                meets[tolerance.meets_target],
-            )  # fmt: skip
-        console.print(table)
-        layers = result.tolerances[0].layers
-        print_notes(
-            console,
-            [
-                f"the same variance of one kind on layers {_ranges(layers)}, the other kinds off; "
-                "predicted by the analytic method (bisection in log intensity)",
-                f"simulated: one Monte Carlo run at that intensity ({repeats} repeats, seed {seed}); "
-                "meets: within 3 standard errors of the target or above",
-            ],
-        )
+        where = f"layers {_ranges(result.tolerances[0].layers)}"
+        _tolerance_table(console, result.tolerances, where, repeats, seed)
 
     remedies = result.remedies
     lines = [f"slope factor that bounds every gain: x{number(remedies.slope_factor, '.4g')}"]
@@ -277,6 +339,37 @@ def _report(result: Design, setup: Setup, figure: Path | None, repeats: int, see
     if figure is not None:
         notes.append(f"figure: {figure}")
     print_notes(console, notes)
+
+
+def _tolerance_table(console: Any, tolerances: Any, where: str, repeats: int, seed: int) -> None:
+    from rich.table import Table
+
+    table = Table(title="Tolerable noise: the largest intensity of each kind that keeps the target")
+    for column in ("target", "kind", "intensity", "predicted", "simulated", "stderr", "meets"):
+        table.add_column(column, justify="right")
+    for tolerance in tolerances:
+        dB = tolerance.criterion == "snr_db"
+        shown = (lambda v: number(v, ".3f")) if dB else (lambda v: _percent(v, ".2%"))
+        target = f"{tolerance.target:g} dB" if dB else f"{tolerance.target:.2%}"
+        meets = {True: "[green]yes[/green]", False: "[bold red]no[/bold red]", None: "-"}
+        table.add_row(
+            target, tolerance.kind, _intensity(tolerance), shown(tolerance.predicted),
+            "-" if tolerance.simulated is None else shown(tolerance.simulated),
+            "-" if tolerance.simulated_stderr is None else number(
+                tolerance.simulated_stderr * (1 if dB else 100), ".2g"
+            ) + ("" if dB else "%"),
+            meets[tolerance.meets_target],
+        )  # fmt: skip
+    console.print(table)
+    print_notes(
+        console,
+        [
+            f"the same variance of one kind on {where}, the other kinds off; predicted by the "
+            "analytic method (bisection in log intensity)",
+            f"simulated: one Monte Carlo run at that intensity ({repeats} repeats, seed {seed}); "
+            "meets: within 3 standard errors of the target or above",
+        ],
+    )
 
 
 def _percent(value: float, spec: str = ".1%") -> str:
