@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 
+from noiseprop.noise import KINDS
 from noiseprop.report import FIGURES
-from noiseprop.study import StudyConfig, run_study
+from noiseprop.study import StudyConfig, _cnn_finding, cnn_losses, run_study
 
 TINY = StudyConfig(
     width=6, depth=6, repeats=600, slopes=(0.5, 1.0), accumulation_slopes=(0.5, 1.0), widths=(4, 8),
     width_depth=4, trained_images=8, trained_repeats=200, accuracy_images=40, accuracy_repeats=10,
     accuracy_intensities=(0.01, 0.3), mitigation_images=30, mitigation_repeats=10, mitigation_factor=2,
+    cnn_intensities=(0.1, 1.0), cnn_images=20, cnn_repeats=10,
 )  # fmt: skip
 
 
@@ -47,6 +50,35 @@ def test_findings_are_computed_from_the_data(study):
     assert re.search(
         r"ghosts \+ pooling x2 lift the simulated accuracy from [\d.]+%", study.findings["mitigation"]
     )
+
+
+def _accuracy_table(noise_free: float, accuracies: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"kind": kind, "intensity": intensity, "method": "montecarlo", "accuracy": value,
+             "stderr": 0.01, "noise_free": noise_free}
+            for kind in KINDS
+            for intensity, value in zip((0.1, 1.0), accuracies[kind])
+        ]
+    )  # fmt: skip
+
+
+def test_cnn_directions_from_hand_made_tables():
+    """Losses by hand: CNN AU 0.99 - (0.9 + 0.7)/2 = 0.19, MLP AU 0.98 - (0.95 + 0.85)/2 = 0.08,
+    difference +0.11 with standard error sqrt(4 x 0.01^2)/2 = 0.01: "additive degrades the CNN
+    more" holds. MU the other way round (CNN loses less): holds. AC: equal losses, does not hold.
+    MC: losses 0.14 and 0.145, within 3 standard errors: "alike" holds."""
+    cnn = _accuracy_table(0.99, {"AU": (0.9, 0.7), "AC": (0.9, 0.8), "MU": (0.97, 0.95),
+                                 "MC": (0.9, 0.8)})  # fmt: skip
+    mlp = _accuracy_table(0.98, {"AU": (0.95, 0.85), "AC": (0.89, 0.79), "MU": (0.9, 0.7),
+                                 "MC": (0.89, 0.78)})  # fmt: skip
+    losses = cnn_losses(cnn, mlp)
+    assert losses.loc["AU", "difference"] == pytest.approx(0.11)
+    assert losses.loc["AU", "stderr"] == pytest.approx(0.01)
+    text = _cnn_finding(losses)
+    assert "AU: mean loss CNN 19.00 vs MLP 8.00 points, difference +11.00 ± 1.00" in text
+    verdicts = re.findall(r"'[^']+' (holds|does not hold)", text)
+    assert verdicts == ["holds", "does not hold", "holds", "holds"]
 
 
 def test_resume_reuses_every_point(study):

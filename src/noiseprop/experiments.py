@@ -245,8 +245,10 @@ def accuracy_under_noise(
     repeats: int = 100,
     points: int | None = None,
     methods: str | None = None,
+    layers: str = "all",
 ) -> pd.DataFrame:
-    """Accuracy of a trained MNIST classifier under one kind of noise on every layer: one row per
+    """Accuracy of a trained MNIST classifier under one kind of noise on every layer (``layers``:
+    ``"all"``, or ``"hidden"`` for a network's hidden layers only): one row per
     method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.classification.accuracy`).
 
     ``network`` or ``model`` and ``weights`` as in ``trained`` (a model's noise acts at every
@@ -258,14 +260,19 @@ def accuracy_under_noise(
     from noiseprop.noise import KINDS, Noise
 
     check_choice("kind", kind, KINDS)
+    check_choice("layers", layers, ("all", "hidden"))
     classifier = _classifier(network, model, weights)
+    if layers == "hidden" and model is not None:
+        raise ValueError("layers='hidden' selects a network's layers; a model's noise is at its sites.")
     pixels, labels = _test_images(images)
+    noise = Noise(**{kind: intensity})
+    spec: Any = noise if layers == "all" else noise.on_layers(range(1, classifier.depth))
     rows = []
     default = "montecarlo" if model is not None else "predicted,first-order,montecarlo"
     for method in _methods(methods, default):
         check_choice("methods", method, tuple(CURVE_METHODS))
         result = accuracy(
-            classifier, Noise(**{kind: intensity}), pixels, labels, **CURVE_METHODS[method],
+            classifier, spec, pixels, labels, **CURVE_METHODS[method],
             repeats=repeats, points=points, seed=seed,
         )  # fmt: skip
         rows.append(

@@ -199,6 +199,24 @@ def plot_mitigation(table: pd.DataFrame, ax: Axes) -> Axes:
     return ax
 
 
+def plot_cnn_mlp(cnn: pd.DataFrame, mlp: pd.DataFrame, kind: str, ax: Axes) -> Axes:
+    """Simulated accuracy (± one standard error) against the intensity of one kind of noise: the
+    shipped CNN (noise at its ReLU sites, filled circles) and the shipped MLP (noise at its hidden
+    layers, open squares), with each one's noise-free accuracy dotted."""
+    for table, style, label in ((cnn, "o-", "CNN"), (mlp, "s--", "MLP")):
+        rows = table[(table["kind"] == kind) & (table["method"] == "montecarlo")]
+        rows = rows.sort_values("intensity")
+        face = "white" if label == "MLP" else None
+        line = ax.errorbar(rows["intensity"], rows["accuracy"], yerr=rows["stderr"], fmt=style,
+                           capsize=2, ms=4, label=label, mfc=face)  # fmt: skip
+        ax.axhline(float(rows["noise_free"].iloc[0]), ls=":", lw=1, color=line[0].get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{kind} variance at the hidden neurons")
+    ax.set_ylabel("test accuracy (simulated)")
+    ax.set_title(f"{kind}: {KIND_NAMES[kind]}", fontsize=10)
+    return ax
+
+
 def plot_beyond(errors: pd.DataFrame, kind: str, ax: Axes, *, threshold: float = 0.02) -> Axes:
     """Largest ``|relative error|`` over the layers of the predicted variance against simulation,
     against the intensity of one kind, first order and moments methods (from

@@ -17,6 +17,10 @@ interruption and record failures), draws eight figures, one per finding (:mod:`n
    additive noise: accuracy and output SNR, predicted and simulated.
 8. ``beyond``: beyond first order, the error of the first-order and moments methods against
    simulation on the trained network as the noise grows, with each method's 2 % break point.
+9. ``cnn``: the shipped CNN against the shipped MLP, each kind of noise alone at their hidden
+   neurons, accuracy against intensity (simulated), and whether the research line's directions
+   hold: additive noise degrades the CNN more, correlated multiplicative noise both alike,
+   uncorrelated multiplicative noise the CNN less.
 
 Every finding is a sentence computed from the tables, never typed in.
 """
@@ -70,6 +74,10 @@ class StudyConfig:
             beside simulation on the trained network (each kind alone in every layer).
         beyond_images: MNIST test images there.
         beyond_repeats: Monte Carlo repeats per image there.
+        cnn_intensities: noise variances at which the shipped CNN and the shipped MLP are compared
+            (each kind alone at the CNN's ReLU sites, at the MLP's hidden layers).
+        cnn_images: MNIST test images there.
+        cnn_repeats: noise draws per image there.
     """
 
     width: int = 20
@@ -93,11 +101,15 @@ class StudyConfig:
     beyond_intensities: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     beyond_images: int = 20
     beyond_repeats: int = 2000
+    cnn_intensities: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    cnn_images: int = 500
+    cnn_repeats: int = 50
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "repeats", "width_depth", "trained_images", "trained_repeats",
                      "accuracy_images", "accuracy_repeats", "mitigation_images",
-                     "mitigation_repeats", "beyond_images", "beyond_repeats"):  # fmt: skip
+                     "mitigation_repeats", "beyond_images", "beyond_repeats", "cnn_images",
+                     "cnn_repeats"):  # fmt: skip
             check_positive_int(f"StudyConfig.{name}", getattr(self, name), minimum=2)
         check_positive("StudyConfig.intensity", self.intensity, "variance")
         check_positive_int("StudyConfig.mitigation_factor", self.mitigation_factor)
@@ -110,7 +122,7 @@ class StudyConfig:
             check_nonnegative("StudyConfig.mitigation_noise", value)
         object.__setattr__(self, "mitigation_noise", tuple(self.mitigation_noise))
         for name in ("slopes", "accumulation_slopes", "widths", "accuracy_intensities",
-                     "beyond_intensities"):  # fmt: skip
+                     "beyond_intensities", "cnn_intensities"):  # fmt: skip
             values = tuple(getattr(self, name))
             if not values:
                 raise ValueError(f"StudyConfig.{name} must list at least one value; got none.")
@@ -139,6 +151,8 @@ class StudyConfig:
             trained_images=1000, trained_repeats=20_000, accuracy_images=10_000, accuracy_repeats=200,
             accuracy_intensities=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
             mitigation_images=10_000, mitigation_repeats=200,
+            cnn_intensities=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), cnn_images=10_000,
+            cnn_repeats=200,
         )  # fmt: skip
 
 
@@ -187,6 +201,15 @@ def sweeps(config: StudyConfig) -> dict[str, tuple[str, dict[str, list[Any]]]]:
             "network": [config.network], "kind": list(KINDS),
             "intensity": list(config.beyond_intensities), "images": [config.beyond_images],
             "repeats": [config.beyond_repeats], "methods": ["covariance,moments"],
+        }),
+        "cnn": ("accuracy", {
+            "model": ["cnn"], "kind": list(KINDS), "intensity": list(config.cnn_intensities),
+            "images": [config.cnn_images], "repeats": [config.cnn_repeats],
+        }),
+        "mlp": ("accuracy", {
+            "network": [config.network], "kind": list(KINDS),
+            "intensity": list(config.cnn_intensities), "images": [config.cnn_images],
+            "repeats": [config.cnn_repeats], "methods": ["montecarlo"], "layers": ["hidden"],
         }),
         "mitigation": ("mitigation", {
             "network": [config.network], "transform": ["none", "ghosts", "pool", "ghosts+pool"],
@@ -397,7 +420,59 @@ def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, 
         result["mitigation"] = _mitigation_finding(tables["mitigation"], config)
     if not tables.get("beyond", pd.DataFrame()).empty:
         result["beyond"] = _beyond_finding(tables["beyond"])
+    if not tables.get("cnn", pd.DataFrame()).empty and not tables.get("mlp", pd.DataFrame()).empty:
+        result["cnn"] = _cnn_finding(cnn_losses(tables["cnn"], tables["mlp"]))
     return result
+
+
+def cnn_losses(cnn: pd.DataFrame, mlp: pd.DataFrame) -> pd.DataFrame:
+    """Per kind, each network's accuracy loss ``noise_free - accuracy`` averaged over the intensity
+    grid (simulated), with its standard error ``sqrt(sum stderr^2) / n``, and their difference
+    (CNN - MLP) with the combined standard error."""
+    rows = []
+    for kind in KINDS:
+        values = {}
+        for name, table in (("cnn", cnn), ("mlp", mlp)):
+            chosen = table[(table["kind"] == kind) & (table["method"] == "montecarlo")]
+            loss = (chosen["noise_free"] - chosen["accuracy"]).mean()
+            stderr = float((chosen["stderr"] ** 2).sum()) ** 0.5 / max(len(chosen), 1)
+            values[name] = (float(loss), stderr)
+        difference = values["cnn"][0] - values["mlp"][0]
+        combined = (values["cnn"][1] ** 2 + values["mlp"][1] ** 2) ** 0.5
+        rows.append({"kind": kind, "cnn_loss": values["cnn"][0], "cnn_stderr": values["cnn"][1],
+                     "mlp_loss": values["mlp"][0], "mlp_stderr": values["mlp"][1],
+                     "difference": difference, "stderr": combined})  # fmt: skip
+    return pd.DataFrame(rows).set_index("kind")
+
+
+CNN_DIRECTIONS = {
+    "AU": ("additive noise degrades the convolutional network more", 1),
+    "AC": ("additive noise degrades the convolutional network more", 1),
+    "MU": ("uncorrelated multiplicative noise is less harmful to the convolutional network", -1),
+    "MC": ("correlated multiplicative noise affects both alike", 0),
+}
+"""The published directions the comparison tests, per kind: the expected sign of the difference of
+losses (CNN - MLP), 0 for "alike"."""
+
+
+def _cnn_finding(losses: pd.DataFrame) -> str:
+    """Whether each published direction holds: a difference beyond 3 standard errors in the
+    expected direction holds it; for "alike", a difference within 3 standard errors or below one
+    point of accuracy."""
+    parts = []
+    for kind, (claim, sign) in CNN_DIRECTIONS.items():
+        row = losses.loc[kind]
+        difference, stderr = row["difference"], row["stderr"]
+        if sign == 0:
+            holds = abs(difference) <= 3 * stderr or abs(difference) < 0.01
+        else:
+            holds = sign * difference > 3 * stderr
+        parts.append(
+            f"{kind}: mean loss CNN {100 * row['cnn_loss']:.2f} vs MLP {100 * row['mlp_loss']:.2f} "
+            f"points, difference {100 * difference:+.2f} ± {100 * stderr:.2f}: "
+            f"'{claim}' {'holds' if holds else 'does not hold'}"
+        )
+    return "; ".join(parts)
 
 
 BREAK = 0.02
