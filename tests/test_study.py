@@ -7,6 +7,7 @@ import re
 import pandas as pd
 import pytest
 
+from noiseprop.experiments import convolution_mean_field
 from noiseprop.noise import KINDS
 from noiseprop.report import FIGURES
 from noiseprop.study import StudyConfig, _cnn_finding, cnn_losses, run_study
@@ -15,7 +16,7 @@ TINY = StudyConfig(
     width=6, depth=6, repeats=600, slopes=(0.5, 1.0), accumulation_slopes=(0.5, 1.0), widths=(4, 8),
     width_depth=4, trained_images=8, trained_repeats=200, accuracy_images=40, accuracy_repeats=10,
     accuracy_intensities=(0.01, 0.3), mitigation_images=30, mitigation_repeats=10, mitigation_factor=2,
-    cnn_intensities=(0.1, 1.0), cnn_images=20, cnn_repeats=10,
+    cnn_intensities=(0.1, 1.0), cnn_images=20, cnn_repeats=10, beyond_images=4, beyond_repeats=300,
 )  # fmt: skip
 
 
@@ -79,6 +80,16 @@ def test_cnn_directions_from_hand_made_tables():
     assert "AU: mean loss CNN 19.00 vs MLP 8.00 points, difference +11.00 ± 1.00" in text
     verdicts = re.findall(r"'[^']+' (holds|does not hold)", text)
     assert verdicts == ["holds", "does not hold", "holds", "holds"]
+
+
+def test_correlated_noise_through_a_convolution_is_the_per_channel_sum():
+    """Correlated additive noise moves every element of relu1 (and of pool1 after it) by the same
+    draw, so conv2's output moves by ``(sum of the channel's weights) x draw``: the per-channel rule
+    is exact, within the simulation's standard errors."""
+    row = convolution_mean_field(seed=1, kind="AC", layer="conv2", images=4, repeats=2000).iloc[0]
+    assert row["fan_in"] == 8 * 5 * 5
+    assert abs(row["per_channel"] - row["simulated"]) <= 4 * row["stderr"] + 1e-3 * row["simulated"]
+    assert row["meanfield"] < 0.8 * row["simulated"]  # the layer-wide mean misses the channels
 
 
 def test_resume_reuses_every_point(study):

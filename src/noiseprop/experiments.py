@@ -326,3 +326,65 @@ def mitigated_accuracy(
              "neurons": sum(classifier.widths[:-1])}
         )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+CONVOLUTION_LAYERS = {"conv2": ("relu1", "pool1"), "fc": ("relu2", "flatten")}
+"""The shipped CNN's layers after a noisy site: layer -> (noisy site, the layer's input)."""
+
+
+@experiment("convolution")
+def convolution_mean_field(
+    *,
+    seed: int,
+    kind: str = "AC",
+    intensity: float = 1e-3,
+    layer: str = "conv2",
+    images: int = 20,
+    repeats: int = 2000,
+) -> pd.DataFrame:
+    """The mean-field rule through one layer of the shipped CNN (docs/THEORY.md section 3, per
+    convolutional layer): noise of one additive kind at the site before ``layer`` only, simulated at
+    that layer's input and output (``conv2``: after ``relu1`` and ``pool1``; ``fc``: after ``relu2``,
+    ``pool2`` and ``flatten``). With ``v`` the simulated variance at the input (averaged over its
+    elements and the images), ``N_in`` the fan-in (input channels x kernel height x width, or the
+    features) and ``<W>``, ``<W^2>`` the mean and mean square of all the layer's weights::
+
+        mean field:  Var = N_in <W^2> v      (uncorrelated, AU)
+                     Var = N_in^2 <W>^2 v    (correlated, AC)
+        per channel: Var = mean_o sum w_o^2 v   and   mean_o (sum w_o)^2 v
+
+    (the per-channel form uses each output channel's own weights; both take the input noise as
+    uniform). One row: ``layer, input_variance, simulated, stderr, meanfield, per_channel``.
+    """
+    import torch
+
+    from noiseprop.model_files import load_model
+    from noiseprop.montecarlo import simulate
+    from noiseprop.noise import Noise
+
+    check_choice("kind", kind, ("AU", "AC"))
+    check_choice("layer", layer, tuple(CONVOLUTION_LAYERS))
+    source, before = CONVOLUTION_LAYERS[layer]
+    model = load_model("cnn")
+    pixels, _ = _test_images(images)
+    statistics = simulate(
+        model, {source: Noise(**{kind: intensity})}, torch.as_tensor(pixels),
+        sites=[source, before, layer], repeats=repeats, seed=seed, dtype="float64",
+    )  # fmt: skip
+    entries = dict(zip(statistics.site_names, statistics.layers))
+    weight = getattr(model, layer).weight.detach().double()
+    rows = weight.reshape(weight.shape[0], -1)  # (output channels, fan-in)
+    fan_in = rows.shape[1]
+    incoming = entries[before].layer_variance
+    if kind == "AU":
+        meanfield = fan_in * float(weight.square().mean()) * incoming
+        per_channel = float(rows.square().sum(1).mean()) * incoming
+    else:
+        meanfield = fan_in**2 * float(weight.mean()) ** 2 * incoming
+        per_channel = float(rows.sum(1).square().mean()) * incoming
+    output = entries[layer]
+    return pd.DataFrame([{
+        "layer": layer, "fan_in": fan_in, "input_variance": incoming,
+        "simulated": output.layer_variance, "stderr": output.layer_variance_stderr,
+        "meanfield": meanfield, "per_channel": per_channel,
+    }])  # fmt: skip

@@ -217,6 +217,25 @@ def plot_cnn_mlp(cnn: pd.DataFrame, mlp: pd.DataFrame, kind: str, ax: Axes) -> A
     return ax
 
 
+def plot_convolution(table: pd.DataFrame, ax: Axes) -> Axes:
+    """Prediction over simulation of the noise variance after the shipped CNN's conv2 and fc layers,
+    noise of one additive kind at the site before: the mean-field rule with the layer-wide ``<W>``,
+    ``<W^2>`` and with each output channel's own weights; error bars: the simulation's relative
+    standard error; the band: 10 %."""
+    rows = table.sort_values(["kind", "layer"]).reset_index(drop=True)
+    positions = np.arange(len(rows))
+    relative = rows["stderr"] / rows["simulated"]
+    for column, style, label in (("meanfield", "D", "layer-wide mean field"),
+                                 ("per_channel", "o", "per output channel")):  # fmt: skip
+        ax.errorbar(positions, rows[column] / rows["simulated"], yerr=relative, fmt=style,
+                    capsize=3, label=label)  # fmt: skip
+    ax.axhspan(0.9, 1.1, color="tab:grey", alpha=0.15, lw=0)
+    ax.axhline(1.0, color="k", lw=1)
+    ax.set_xticks(positions, [f"{row.kind} → {row.layer}" for row in rows.itertuples()])
+    ax.set_ylabel("predicted / simulated variance")
+    return ax
+
+
 def plot_beyond(errors: pd.DataFrame, kind: str, ax: Axes, *, threshold: float = 0.02) -> Axes:
     """Largest ``|relative error|`` over the layers of the predicted variance against simulation,
     against the intensity of one kind, first order and moments methods (from

@@ -75,6 +75,14 @@ FIGURES = {
         "signal-to-noise here: the CNN's ReLU outputs and the MLP's sigmoid outputs have different "
         "scales.",
     ),
+    "convolution": (
+        "The mean-field rule through convolutions",
+        "Noise of one additive kind at the shipped CNN's relu1 (or relu2), its variance simulated "
+        "before and after the next layer (conv2, or fc). Prediction over simulation for the "
+        "mean-field rule: N_in<W²>v (uncorrelated) and N_in²<W>²v (correlated), with the mean over "
+        "all the layer's weights (diamonds) or each output channel's own (circles); v the simulated "
+        "input variance. Grey band: ±10 %.",
+    ),
     "accuracy": (
         "Accuracy under noise",
         "Test accuracy against the intensity of each kind of noise in every layer: simulation "
@@ -149,6 +157,11 @@ def draw_figures(study: Study) -> dict[str, Figure]:
             ax.set_ylabel("")
         axes.flat[0].legend(fontsize=8)
         drawn["cnn"] = figure
+    if not tables.get("convolution", _empty()).empty:
+        figure, ax = plt.subplots(figsize=(6.5, 4.2))
+        figures.plot_convolution(tables["convolution"], ax)
+        ax.legend(fontsize=8)
+        drawn["convolution"] = figure
     if not tables.get("mitigation", _empty()).empty:
         figure, ax = plt.subplots(figsize=(6.5, 4.2))
         figures.plot_mitigation(tables["mitigation"], ax)

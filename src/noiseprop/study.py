@@ -21,6 +21,8 @@ interruption and record failures), draws eight figures, one per finding (:mod:`n
    neurons, accuracy against intensity (simulated), and whether the research line's directions
    hold: additive noise degrades the CNN more, correlated multiplicative noise both alike,
    uncorrelated multiplicative noise the CNN less.
+10. ``convolution``: the mean-field rule through the shipped CNN's conv2 and fc layers, layer-wide
+    and per output channel, against simulation.
 
 Every finding is a sentence computed from the tables, never typed in.
 """
@@ -210,6 +212,10 @@ def sweeps(config: StudyConfig) -> dict[str, tuple[str, dict[str, list[Any]]]]:
             "network": [config.network], "kind": list(KINDS),
             "intensity": list(config.cnn_intensities), "images": [config.cnn_images],
             "repeats": [config.cnn_repeats], "methods": ["montecarlo"], "layers": ["hidden"],
+        }),
+        "convolution": ("convolution", {
+            "kind": ["AU", "AC"], "layer": ["conv2", "fc"], "intensity": [config.intensity],
+            "images": [config.beyond_images], "repeats": [config.beyond_repeats],
         }),
         "mitigation": ("mitigation", {
             "network": [config.network], "transform": ["none", "ghosts", "pool", "ghosts+pool"],
@@ -422,7 +428,45 @@ def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, 
         result["beyond"] = _beyond_finding(tables["beyond"])
     if not tables.get("cnn", pd.DataFrame()).empty and not tables.get("mlp", pd.DataFrame()).empty:
         result["cnn"] = _cnn_finding(cnn_losses(tables["cnn"], tables["mlp"]))
+    if not tables.get("convolution", pd.DataFrame()).empty:
+        result["convolution"] = _convolution_finding(tables["convolution"])
     return result
+
+
+MEAN_FIELD_TOLERANCE = 0.1
+"""How close (relative) a rule must come to simulation to count as governing the noise."""
+
+
+def _convolution_finding(table: pd.DataFrame) -> str:
+    """Per kind and layer, the mean-field and per-channel predictions over simulation (± the
+    simulation's relative standard error); a rule holds within :data:`MEAN_FIELD_TOLERANCE`."""
+    parts = []
+    claims = {"AC": "the mean of the next connection matrix", "AU": "the mean of its square"}
+    for kind in ("AC", "AU"):
+        rows = table[table["kind"] == kind].sort_values("layer")
+        if rows.empty:
+            continue
+        texts = []
+        for _, row in rows.iterrows():
+            relative = row["stderr"] / row["simulated"]
+            field = row["meanfield"] / row["simulated"]
+            channel = row["per_channel"] / row["simulated"]
+            texts.append(
+                f"{row['layer']}: layer-wide {field:.3f}, per channel {channel:.3f} (± {relative:.3f})"
+            )
+        field_holds = (rows["meanfield"] / rows["simulated"] - 1).abs().max() <= MEAN_FIELD_TOLERANCE
+        channel_holds = (rows["per_channel"] / rows["simulated"] - 1).abs().max() <= MEAN_FIELD_TOLERANCE
+        verdict = (
+            "holds" if field_holds else "holds per output channel only" if channel_holds
+            else "does not hold"
+        )  # fmt: skip
+        name = "correlated" if kind == "AC" else "uncorrelated"
+        parts.append(
+            f"{name} ({kind}) noise governed by {claims[kind]}: {verdict} (prediction / simulation, "
+            + "; ".join(texts)
+            + ")"
+        )
+    return "; ".join(parts)
 
 
 def cnn_losses(cnn: pd.DataFrame, mlp: pd.DataFrame) -> pd.DataFrame:
