@@ -47,10 +47,21 @@ from torch import nn
 
 from noiseprop._validation import check_choice, check_positive_int
 
-__all__ = ["CNN_FILE", "CNN_FORMAT", "POOLINGS", "cnn_metadata", "default_cnn", "mnist_cnn"]
+__all__ = [
+    "CNN_FILE",
+    "CNN_FILES",
+    "CNN_FORMAT",
+    "POOLINGS",
+    "cnn_metadata",
+    "default_cnn",
+    "mean_pooling_cnn",
+    "mnist_cnn",
+]
 
 CNN_FILE = "mnist-cnn.safetensors"
 """File name, in the package's ``data`` folder, of the model that :func:`default_cnn` loads."""
+CNN_FILES = {"max": CNN_FILE, "mean": "mnist-cnn-mean.safetensors"}
+"""The shipped CNN of each pooling: the same architecture and training, max or mean pooling."""
 
 CNN_FORMAT = "noiseprop.cnn"
 """The ``format`` entry of the safetensors header of a CNN file."""
@@ -125,8 +136,9 @@ def mnist_cnn(*, pooling: Literal["max", "mean"] = "max", seed: int = 0) -> nn.S
     return model
 
 
-def default_cnn() -> nn.Sequential:
-    """The trained CNN shipped with the package, float32, in eval mode.
+def default_cnn(pooling: Literal["max", "mean"] = "max") -> nn.Sequential:
+    """The trained CNN shipped with the package, float32, in eval mode (``pooling="mean"``: its
+    twin with mean pooling, trained the same way: :data:`CNN_FILES`).
 
     Trained by ``scripts/train_cnn.py``; :func:`cnn_metadata` says how, and gives its noise-free
     accuracy on the 10,000 test images (0.9903). The tensors are read with
@@ -152,16 +164,25 @@ def default_cnn() -> nn.Sequential:
     """
     from safetensors.torch import load_file
 
-    with resources.as_file(_packaged_file()) as path:
+    pooling = check_choice("pooling", pooling, POOLINGS)
+    with resources.as_file(_packaged_file(pooling)) as path:
         metadata = _read_metadata(path)
         tensors = load_file(str(path))
-    pooling = metadata.get("config", {}).get("pooling", "max")
+    trained = metadata.get("config", {}).get("pooling", "max")
+    if trained != pooling:
+        raise ValueError(f"{str(path)!r} holds a CNN with {trained} pooling; expected {pooling}.")
     model = mnist_cnn(pooling=pooling)
     model.load_state_dict({key: value.float() for key, value in tensors.items()}, strict=True)
     return model.eval()
 
 
-def cnn_metadata() -> dict[str, Any]:
+def mean_pooling_cnn() -> nn.Sequential:
+    """``default_cnn(pooling="mean")``: the shipped CNN's twin with mean pooling (model ``cnn-mean``
+    on the command line)."""
+    return default_cnn(pooling="mean")
+
+
+def cnn_metadata(pooling: Literal["max", "mean"] = "max") -> dict[str, Any]:
     """How the shipped CNN was trained: the JSON ``metadata`` of its file header.
 
     Returns:
@@ -177,13 +198,13 @@ def cnn_metadata() -> dict[str, Any]:
         >>> metadata["config"]["pooling"], metadata["test_accuracy"] >= 0.985
         ('max', True)
     """
-    with resources.as_file(_packaged_file()) as path:
+    with resources.as_file(_packaged_file(check_choice("pooling", pooling, POOLINGS))) as path:
         return _read_metadata(path)
 
 
-def _packaged_file() -> Traversable:
-    """Where the shipped CNN file lives (``data/mnist-cnn.safetensors`` in the package)."""
-    return resources.files("noiseprop") / "data" / CNN_FILE
+def _packaged_file(pooling: str = "max") -> Traversable:
+    """Where the shipped CNN file of a pooling lives (:data:`CNN_FILES`, in the package's data)."""
+    return resources.files("noiseprop") / "data" / CNN_FILES[pooling]
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:

@@ -246,13 +246,15 @@ def accuracy_under_noise(
     points: int | None = None,
     methods: str | None = None,
     layers: str = "all",
+    sites: str | None = None,
 ) -> pd.DataFrame:
     """Accuracy of a trained MNIST classifier under one kind of noise on every layer (``layers``:
     ``"all"``, or ``"hidden"`` for a network's hidden layers only): one row per
     method with ``method, accuracy, stderr, noise_free`` (:func:`noiseprop.classification.accuracy`).
 
     ``network`` or ``model`` and ``weights`` as in ``trained`` (a model's noise acts at every
-    activation module). ``methods`` (:data:`noiseprop.curves.CURVE_METHODS`): default
+    activation module, or at ``sites``: comma-separated glob patterns). ``methods``
+    (:data:`noiseprop.curves.CURVE_METHODS`): default
     ``"predicted,first-order,montecarlo"`` for a network and ``"montecarlo"`` for a model (a
     prediction needs a dense network)."""
     from noiseprop.classification import accuracy
@@ -264,6 +266,10 @@ def accuracy_under_noise(
     classifier = _classifier(network, model, weights)
     if layers == "hidden" and model is not None:
         raise ValueError("layers='hidden' selects a network's layers; a model's noise is at its sites.")
+    if sites is not None and model is None:
+        raise ValueError(f"sites are a model's (give model=...); got sites={sites!r} for a network.")
+    chosen = None if sites is None else [pattern.strip() for pattern in sites.split(",")]
+    where = {} if model is None else {"sites": chosen}
     pixels, labels = _test_images(images)
     noise = Noise(**{kind: intensity})
     spec: Any = noise if layers == "all" else noise.on_layers(range(1, classifier.depth))
@@ -273,7 +279,7 @@ def accuracy_under_noise(
         check_choice("methods", method, tuple(CURVE_METHODS))
         result = accuracy(
             classifier, spec, pixels, labels, **CURVE_METHODS[method],
-            repeats=repeats, points=points, seed=seed,
+            repeats=repeats, points=points, seed=seed, **where,
         )  # fmt: skip
         rows.append(
             {"method": method, "accuracy": result.accuracy, "stderr": result.stderr,

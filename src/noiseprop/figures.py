@@ -201,10 +201,15 @@ def plot_mitigation(table: pd.DataFrame, ax: Axes) -> Axes:
 
 def plot_cnn_mlp(cnn: pd.DataFrame, mlp: pd.DataFrame, kind: str, ax: Axes) -> Axes:
     """Simulated accuracy (± one standard error) against the intensity of one kind of noise: the
-    shipped CNN (noise at its ReLU sites, filled circles) and the shipped MLP (noise at its hidden
-    layers, open squares), with each one's noise-free accuracy dotted."""
-    for table, style, label in ((cnn, "o-", "CNN"), (mlp, "s--", "MLP")):
+    shipped CNN (noise at its ReLU sites, filled circles; its mean-pooling twin, triangles) and the
+    shipped MLP (noise at its hidden layers, open squares), noise-free accuracies dotted."""
+    models = cnn["model"] if "model" in cnn.columns else pd.Series("cnn", index=cnn.index)
+    for table, style, label in ((cnn[models == "cnn"], "o-", "CNN"),
+                                (cnn[models == "cnn-mean"], "^-.", "CNN, mean pooling"),
+                                (mlp, "s--", "MLP")):  # fmt: skip
         rows = table[(table["kind"] == kind) & (table["method"] == "montecarlo")]
+        if rows.empty:
+            continue
         rows = rows.sort_values("intensity")
         face = "white" if label == "MLP" else None
         line = ax.errorbar(rows["intensity"], rows["accuracy"], yerr=rows["stderr"], fmt=style,
@@ -233,6 +238,29 @@ def plot_convolution(table: pd.DataFrame, ax: Axes) -> Axes:
     ax.axhline(1.0, color="k", lw=1)
     ax.set_xticks(positions, [f"{row.kind} → {row.layer}" for row in rows.itertuples()])
     ax.set_ylabel("predicted / simulated variance")
+    return ax
+
+
+def plot_pooling(losses: pd.DataFrame, ax: Axes) -> Axes:
+    """Mean accuracy loss (± one standard error) of the shipped CNN with max and with mean pooling
+    (from :func:`noiseprop.study.pooling_losses`): one additive kind right before the first pooling
+    (at relu1) or right after it (at pool1), and ``MU`` at both ReLUs."""
+    labels = []
+    for position, (_, group) in enumerate(losses.groupby(["model", "kind"], sort=False)):
+        for _, row in group.iterrows():
+            style = {"relu1": ("o", "before pooling"), "pool1": ("s", "after pooling")}.get(
+                row["sites"], ("D", "both ReLUs")
+            )
+            ax.errorbar(position, 100 * row["loss"], yerr=100 * row["stderr"], fmt=style[0],
+                        color={"o": "tab:blue", "s": "tab:orange", "D": "tab:green"}[style[0]],
+                        capsize=3, label=style[1])  # fmt: skip
+        first = group.iloc[0]
+        labels.append(f"{'max' if first['model'] == 'cnn' else 'mean'}\n{first['kind']}")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("mean accuracy loss (points)")
     return ax
 
 

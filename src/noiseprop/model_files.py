@@ -5,7 +5,8 @@ Formats:
 * the model, ``spec``: ``PATH.py:FUNCTION`` (a Python file, imported by its path under a module name
   of its own, whose folder is on ``sys.path`` while it is imported and ``FUNCTION`` runs, so it can
   import the files beside it), ``package.module:FUNCTION`` (an importable module), or an alias of
-  :data:`MODEL_ALIASES` (``cnn``: the trained CNN shipped with noiseprop). ``FUNCTION`` is called with
+  :data:`MODEL_ALIASES` (``cnn``: the trained CNN shipped with noiseprop; ``cnn-mean``: its twin
+  with mean pooling). ``FUNCTION`` is called with
   no arguments and must return an ``nn.Module``; a class that takes no arguments will do.
 * the weights: a safetensors file (``safetensors.torch.save_file(model.state_dict(), PATH)``) holding
   the model's ``state_dict``, loaded with ``strict=True`` (every key present, none left over, every
@@ -32,7 +33,7 @@ from torch import nn
 
 __all__ = ["MODEL_ALIASES", "load_model", "load_weights"]
 
-MODEL_ALIASES = {"cnn": "noiseprop.cnn:default_cnn"}
+MODEL_ALIASES = {"cnn": "noiseprop.cnn:default_cnn", "cnn-mean": "noiseprop.cnn:mean_pooling_cnn"}
 """Short names for models shipped with noiseprop, and the spec each stands for."""
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")

@@ -23,6 +23,8 @@ interruption and record failures), draws eight figures, one per finding (:mod:`n
    uncorrelated multiplicative noise the CNN less.
 10. ``convolution``: the mean-field rule through the shipped CNN's conv2 and fc layers, layer-wide
     and per output channel, against simulation.
+11. ``pooling``: the shipped CNN with max and with mean pooling: additive noise right before the
+    first pooling against right after it, and uncorrelated multiplicative noise at both ReLUs.
 
 Every finding is a sentence computed from the tables, never typed in.
 """
@@ -103,9 +105,9 @@ class StudyConfig:
     beyond_intensities: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     beyond_images: int = 20
     beyond_repeats: int = 2000
-    cnn_intensities: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    cnn_images: int = 500
-    cnn_repeats: int = 50
+    cnn_intensities: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    cnn_images: int = 300
+    cnn_repeats: int = 40
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "repeats", "width_depth", "trained_images", "trained_repeats",
@@ -205,7 +207,14 @@ def sweeps(config: StudyConfig) -> dict[str, tuple[str, dict[str, list[Any]]]]:
             "repeats": [config.beyond_repeats], "methods": ["covariance,moments"],
         }),
         "cnn": ("accuracy", {
-            "model": ["cnn"], "kind": list(KINDS), "intensity": list(config.cnn_intensities),
+            "model": ["cnn", "cnn-mean"], "kind": list(KINDS),
+            "intensity": list(config.cnn_intensities), "images": [config.cnn_images],
+            "repeats": [config.cnn_repeats],
+        }),
+        "pooling": ("accuracy", {
+            "model": ["cnn", "cnn-mean"], "sites": ["relu1", "pool1"], "kind": ["AU", "AC"],
+            "intensity": [level for level in config.cnn_intensities if level >= 0.1]
+            or list(config.cnn_intensities),
             "images": [config.cnn_images], "repeats": [config.cnn_repeats],
         }),
         "mlp": ("accuracy", {
@@ -430,6 +439,8 @@ def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, 
         result["cnn"] = _cnn_finding(cnn_losses(tables["cnn"], tables["mlp"]))
     if not tables.get("convolution", pd.DataFrame()).empty:
         result["convolution"] = _convolution_finding(tables["convolution"])
+    if not tables.get("pooling", pd.DataFrame()).empty and not tables.get("cnn", pd.DataFrame()).empty:
+        result["pooling"] = _pooling_finding(pooling_losses(tables["pooling"], tables["cnn"]))
     return result
 
 
@@ -469,18 +480,75 @@ def _convolution_finding(table: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def _mean_loss(rows: pd.DataFrame) -> tuple[float, float]:
+    """``(mean of noise_free - accuracy, its standard error sqrt(sum stderr^2) / n)`` over the
+    simulated rows."""
+    rows = rows[rows["method"] == "montecarlo"]
+    loss = float((rows["noise_free"] - rows["accuracy"]).mean())
+    return loss, float((rows["stderr"] ** 2).sum()) ** 0.5 / max(len(rows), 1)
+
+
+def pooling_losses(pooling: pd.DataFrame, cnn: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy losses over the intensities (:func:`_mean_loss`): the shipped CNN of each
+    pooling (``cnn``: max, ``cnn-mean``: mean) with one additive kind at ``relu1`` (pooled right
+    after) or at ``pool1`` (after the pooling), and with ``MU`` at both ReLU sites."""
+    rows = []
+    for model in ("cnn", "cnn-mean"):
+        for kind in ("AU", "AC"):
+            for site in ("relu1", "pool1"):
+                chosen = pooling[(pooling["model"] == model) & (pooling["kind"] == kind)
+                                 & (pooling["sites"] == site)]  # fmt: skip
+                loss, stderr = _mean_loss(chosen)
+                rows.append({"model": model, "kind": kind, "sites": site, "loss": loss,
+                             "stderr": stderr})  # fmt: skip
+        loss, stderr = _mean_loss(cnn[(cnn["model"] == model) & (cnn["kind"] == "MU")])
+        rows.append({"model": model, "kind": "MU", "sites": "relu1,relu2", "loss": loss,
+                     "stderr": stderr})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _pooling_finding(losses: pd.DataFrame) -> str:
+    """(d) pooling right after a noisy layer helps against additive noise: the loss with the noise
+    before the pooling (at relu1) below the loss with it after (at pool1) by more than 3 standard
+    errors; (e) max pooling less resilient than mean pooling to MU: the max CNN's loss above the
+    mean CNN's by more than 3 standard errors."""
+    table = losses.set_index(["model", "kind", "sites"])
+    names = {"cnn": "max", "cnn-mean": "mean"}
+    parts = []
+    for model in ("cnn", "cnn-mean"):
+        for kind in ("AU", "AC"):
+            before, after = table.loc[(model, kind, "relu1")], table.loc[(model, kind, "pool1")]
+            difference = after["loss"] - before["loss"]
+            stderr = (before["stderr"] ** 2 + after["stderr"] ** 2) ** 0.5
+            verdict = "helps" if difference > 3 * stderr else "does not help"
+            parts.append(
+                f"{names[model]} pooling, {kind}: loss {100 * before['loss']:.2f} with the noise "
+                f"before it vs {100 * after['loss']:.2f} after ({100 * difference:+.2f} ± "
+                f"{100 * stderr:.2f} points): {verdict}"
+            )
+    worse, better = table.loc[("cnn", "MU", "relu1,relu2")], table.loc[("cnn-mean", "MU", "relu1,relu2")]
+    difference = worse["loss"] - better["loss"]
+    stderr = (worse["stderr"] ** 2 + better["stderr"] ** 2) ** 0.5
+    holds = "holds" if difference > 3 * stderr else "does not hold"
+    parts.append(
+        f"MU: loss with max pooling {100 * worse['loss']:.2f} vs mean {100 * better['loss']:.2f} "
+        f"({100 * difference:+.2f} ± {100 * stderr:.2f} points): 'max pooling is less resilient "
+        f"than mean pooling to uncorrelated multiplicative noise' {holds}"
+    )
+    return "; ".join(parts)
+
+
 def cnn_losses(cnn: pd.DataFrame, mlp: pd.DataFrame) -> pd.DataFrame:
     """Per kind, each network's accuracy loss ``noise_free - accuracy`` averaged over the intensity
     grid (simulated), with its standard error ``sqrt(sum stderr^2) / n``, and their difference
     (CNN - MLP) with the combined standard error."""
+    if "model" in cnn.columns:
+        cnn = cnn[cnn["model"] == "cnn"]
     rows = []
     for kind in KINDS:
         values = {}
         for name, table in (("cnn", cnn), ("mlp", mlp)):
-            chosen = table[(table["kind"] == kind) & (table["method"] == "montecarlo")]
-            loss = (chosen["noise_free"] - chosen["accuracy"]).mean()
-            stderr = float((chosen["stderr"] ** 2).sum()) ** 0.5 / max(len(chosen), 1)
-            values[name] = (float(loss), stderr)
+            values[name] = _mean_loss(table[table["kind"] == kind])
         difference = values["cnn"][0] - values["mlp"][0]
         combined = (values["cnn"][1] ** 2 + values["mlp"][1] ** 2) ** 0.5
         rows.append({"kind": kind, "cnn_loss": values["cnn"][0], "cnn_stderr": values["cnn"][1],
