@@ -251,7 +251,8 @@ def plot_pooling(losses: pd.DataFrame, ax: Axes) -> Axes:
             style = {"relu1": ("o", "before pooling"), "pool1": ("s", "after pooling")}.get(
                 row["sites"], ("D", "both ReLUs")
             )
-            ax.errorbar(position, 100 * row["loss"], yerr=100 * row["stderr"], fmt=style[0],
+            offset = {"relu1": -0.12, "pool1": 0.12}.get(row["sites"], 0.0)
+            ax.errorbar(position + offset, 100 * row["loss"], yerr=100 * row["stderr"], fmt=style[0],
                         color={"o": "tab:blue", "s": "tab:orange", "D": "tab:green"}[style[0]],
                         capsize=3, label=style[1])  # fmt: skip
         first = group.iloc[0]
