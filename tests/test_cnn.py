@@ -214,3 +214,20 @@ def test_the_loader_rebuilds_the_pooling_named_in_the_header(monkeypatch, tmp_pa
     loaded = default_cnn()
     assert type(loaded.pool1) is nn.AvgPool2d and type(loaded.pool2) is nn.AvgPool2d
     assert torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+def test_the_mean_pooling_twin_is_shipped_and_quoted_right():
+    """``default_cnn(pooling="mean")``: mean pooling, trained the same way; its measured accuracy on
+    the 10,000 test images is the header's and the one the README quotes."""
+    model = default_cnn(pooling="mean")
+    assert isinstance(model.pool1, nn.AvgPool2d) and not model.training
+    metadata = cnn_metadata(pooling="mean")
+    assert metadata["config"]["pooling"] == "mean"
+    images, labels = (torch.from_numpy(array) for array in mnist().scaled("test"))
+    with torch.no_grad():
+        accuracy = float((model(images).argmax(1) == labels).double().mean())
+    assert abs(accuracy - metadata["test_accuracy"]) <= 2e-4
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"{100 * metadata['test_accuracy']:.2f} % noise-free" in " ".join(readme.split())
+    with pytest.raises(ValueError, match="pooling must be one of 'max', 'mean'; got 'min'"):
+        default_cnn(pooling="min")
