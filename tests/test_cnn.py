@@ -179,7 +179,7 @@ def test_metadata_says_how_the_model_was_trained():
 # ---------------------------------------------------------------------------------- file errors
 def test_missing_file_is_a_file_not_found_error(monkeypatch, tmp_path):
     missing = tmp_path / "mnist-cnn.safetensors"
-    monkeypatch.setattr(cnn, "_packaged_file", lambda: missing)
+    monkeypatch.setattr(cnn, "_packaged_file", lambda pooling="max": missing)
     for load in (default_cnn, cnn_metadata):
         with pytest.raises(
             FileNotFoundError, match=r"packaged CNN .*mnist-cnn\.safetensors is missing.*"
@@ -189,7 +189,7 @@ def test_missing_file_is_a_file_not_found_error(monkeypatch, tmp_path):
 
 def test_a_file_of_another_format_is_a_value_error(monkeypatch, tmp_path):
     path = _write(tmp_path / "other.safetensors", mnist_cnn(), {"format": "noiseprop.network"})
-    monkeypatch.setattr(cnn, "_packaged_file", lambda: path)
+    monkeypatch.setattr(cnn, "_packaged_file", lambda pooling="max": path)
     with pytest.raises(ValueError, match=r"is not a noiseprop CNN file .*'noiseprop\.network'"):
         default_cnn()
 
@@ -197,12 +197,12 @@ def test_a_file_of_another_format_is_a_value_error(monkeypatch, tmp_path):
 def test_a_file_that_is_not_safetensors_is_a_value_error(monkeypatch, tmp_path):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(b"not a safetensors file")
-    monkeypatch.setattr(cnn, "_packaged_file", lambda: path)
+    monkeypatch.setattr(cnn, "_packaged_file", lambda pooling="max": path)
     with pytest.raises(ValueError, match="is not a readable safetensors file"):
         cnn_metadata()
 
 
-def test_the_loader_rebuilds_the_pooling_named_in_the_header(monkeypatch, tmp_path):
+def test_the_loader_checks_the_pooling_named_in_the_header(monkeypatch, tmp_path):
     model = mnist_cnn(pooling="mean", seed=5)
     metadata = json.dumps({"config": {"pooling": "mean"}})
     path = _write(
@@ -210,10 +210,12 @@ def test_the_loader_rebuilds_the_pooling_named_in_the_header(monkeypatch, tmp_pa
         model,
         {"format": CNN_FORMAT, "version": "1", "metadata": metadata},
     )
-    monkeypatch.setattr(cnn, "_packaged_file", lambda: path)
-    loaded = default_cnn()
+    monkeypatch.setattr(cnn, "_packaged_file", lambda pooling="max": path)
+    loaded = default_cnn(pooling="mean")
     assert type(loaded.pool1) is nn.AvgPool2d and type(loaded.pool2) is nn.AvgPool2d
     assert torch.equal(loaded.fc.weight, model.fc.weight)
+    with pytest.raises(ValueError, match="holds a CNN with mean pooling; expected max"):
+        default_cnn()
 
 
 def test_the_mean_pooling_twin_is_shipped_and_quoted_right():
