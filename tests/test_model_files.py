@@ -131,8 +131,8 @@ def test_each_load_imports_the_file_afresh(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "error", "message"),
     [
-        ("net.py", ValueError, "model spec must be PATH.py:FUNCTION, package.module:FUNCTION or cnn, cnn-mean; "
-                               "got 'net.py'"),
+        ("net.py", ValueError, "model spec must be PATH.py:FUNCTION, package.module:FUNCTION or "
+                               "cnn, cnn-mean; got 'net.py'"),
         ("net.py:", ValueError, "model spec must be"),
         ("net.py:1x", ValueError, "model spec must be"),
         ("missing.py:build", FileNotFoundError, "model file .*missing.py' does not exist; expected a "

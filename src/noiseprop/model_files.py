@@ -64,10 +64,10 @@ def load_model(spec: str, weights: str | os.PathLike[str] | None = None) -> nn.M
         >>> model = load_model("cnn")
         >>> model.training, [name for name, _ in model.named_children()][:3]
         (False, ['unflatten', 'conv1', 'relu1'])
-        >>> load_model("cnn.py")
+        >>> load_model("cnn.py")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: model spec must be PATH.py:FUNCTION, package.module:FUNCTION or cnn, cnn-mean; got 'cnn.py'.
+        ValueError: model spec must be PATH.py:FUNCTION, package.module:FUNCTION or cnn, ...; got 'cnn.py'.
     """
     model = _build(spec)
     if weights is not None:
