@@ -67,7 +67,7 @@ def load_model(spec: str, weights: str | os.PathLike[str] | None = None) -> nn.M
         >>> load_model("cnn.py")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: model spec must be PATH.py:FUNCTION, package.module:FUNCTION or cnn, ...; got 'cnn.py'.
+        ValueError: model spec must be PATH.py:FUNCTION, ... or cnn, cnn-mean; got 'cnn.py'.
     """
     model = _build(spec)
     if weights is not None:
