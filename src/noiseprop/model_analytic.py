@@ -173,6 +173,41 @@ class _Linearisation:
                     "Use noiseprop.simulate for this model and noise, or mean pooling."
                 )
 
+    def check_reachable(self, seed: int = 0) -> None:
+        """Refuse a site whose noise changes the output while the linearisation sees no effect: a
+        path that automatic differentiation cannot follow (``detach``, rounding, integer or boolean
+        steps). For each noisy site call, one random draw of the noise (one standard deviation) is
+        pushed by forward mode and by a central difference of the model itself; a zero derivative
+        where the difference moves the output is an error."""
+        generator = torch.Generator().manual_seed(seed)
+        zeros = self.zeros()
+        for position, (value, noise) in enumerate(zip(self.values, self.noises)):
+            if noise.is_zero:
+                continue
+            tangent = _random_tangent(value, noise, generator).to(value.device)
+            if not bool(tangent.any()):
+                continue
+            with forward_ad.dual_level():
+                deltas = [
+                    forward_ad.make_dual(zero, tangent if index == position else torch.zeros_like(zero))
+                    for index, zero in enumerate(zeros)
+                ]
+                moved = forward_ad.unpack_dual(self(deltas)[-1]).tangent
+            outputs = [
+                self([tangent * sign if index == position else zero
+                      for index, zero in enumerate(zeros)])[-1]
+                for sign in (1.0, -1.0)
+            ]  # fmt: skip
+            difference = float((outputs[0] - outputs[1]).abs().max()) / 2
+            seen = 0.0 if moved is None else float(moved.abs().max())
+            if seen == 0.0 and difference > 1e-9 * (1 + float(outputs[0].abs().max())):
+                raise NotDifferentiableError(
+                    f"the noise at site {self.names[position]!r} changes the model's output, but the "
+                    "linearisation sees no effect: the path from that site to the output is not "
+                    "differentiable (a detach, rounding, or an integer or boolean step), so it "
+                    "cannot be linearised. Use noiseprop.simulate for this model."
+                )
+
 
 def _random_tangent(value: Tensor, noise: Noise, generator: torch.Generator) -> Tensor:
     """One random perturbation with the noise's pattern: uncorrelated kinds independent per
@@ -259,6 +294,7 @@ def linearised_model(
     with evaluating(model), torch.no_grad():
         linear = _Linearisation(model, noise, x, sites)
         linear.check_differentiable()
+        linear.check_reachable()
         budget = _output_budget(linear, max_elements)
         variances = (
             _entry_variances(linear, max_elements, mode)
