@@ -252,24 +252,13 @@ def design(
         raise TypeError(f"network must be a Network; got {type(network).__name__}.")
     noises = per_layer(noise, network.depth)
     x = as_inputs(inputs, network, dtype=torch.float64, device="cpu")
-    if target_snr_db is not None:
-        target_snr_db = check_finite("target_snr_db", target_snr_db)
-    if target_accuracy is not None:
-        target_accuracy = _check_fraction(target_accuracy)
-        if labels is None:
-            raise ValueError(
-                "target_accuracy needs labels: the class of every input (an array of shape "
-                f"({x.shape[0]},)); got labels=None."
-            )
-    if not isinstance(check, bool):
-        raise TypeError(f"check must be True or False; got {check!r}.")
-    repeats = check_positive_int("repeats", repeats, minimum=2)
-    seed = _check_seed(seed)
-    sigmas = check_positive("sigmas", sigmas)
-    points = None if points is None else _check_points(points)
-    rtol = check_positive("rtol", rtol)
-    if rtol >= 1:
-        raise ValueError(f"rtol must be a relative precision in (0, 1); got {rtol!r}.")
+    options = _Options.checked(
+        target_snr_db, target_accuracy, labels, len(x), check, repeats, seed, sigmas, points, rtol
+    )
+    target_snr_db, target_accuracy, repeats, seed, sigmas, points, rtol = (
+        options.target_snr_db, options.target_accuracy, options.repeats, options.seed,
+        options.sigmas, options.points, options.rtol,
+    )  # fmt: skip
     target = None
     if labels is not None:
         x, target = _check_data(network, x, labels)
@@ -444,24 +433,13 @@ def design_model(
     x = as_model_inputs(inputs, dtype=torch.float64, device=torch.device("cpu"))
     names = tuple(name for name, _ in find_sites(model, sites))
     noises = site_noises(noise, names)
-    if target_snr_db is not None:
-        target_snr_db = check_finite("target_snr_db", target_snr_db)
-    if target_accuracy is not None:
-        target_accuracy = _check_fraction(target_accuracy)
-        if labels is None:
-            raise ValueError(
-                "target_accuracy needs labels: the class of every input (an array of shape "
-                f"({x.shape[0]},)); got labels=None."
-            )
-    if not isinstance(check, bool):
-        raise TypeError(f"check must be True or False; got {check!r}.")
-    repeats = check_positive_int("repeats", repeats, minimum=2)
-    seed = _check_seed(seed)
-    sigmas = check_positive("sigmas", sigmas)
-    points = None if points is None else _check_points(points)
-    rtol = check_positive("rtol", rtol)
-    if rtol >= 1:
-        raise ValueError(f"rtol must be a relative precision in (0, 1); got {rtol!r}.")
+    options = _Options.checked(
+        target_snr_db, target_accuracy, labels, len(x), check, repeats, seed, sigmas, points, rtol
+    )
+    target_snr_db, target_accuracy, repeats, seed, sigmas, points, rtol = (
+        options.target_snr_db, options.target_accuracy, options.repeats, options.seed,
+        options.sigmas, options.points, options.rtol,
+    )  # fmt: skip
     exact = _exact(names)
     budget = model_budget(model, noises, x, sites=exact)
     refused: dict[str, str] = {}
@@ -538,6 +516,48 @@ def _module_of(call: str, names: tuple[str, ...]) -> str:
     if base in names and number.isdigit():
         return base
     raise ValueError(f"site call {call!r} belongs to none of the sites {names}.")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The checked options of :func:`design` and :func:`design_model`."""
+
+    target_snr_db: float | None
+    target_accuracy: float | None
+    repeats: int
+    seed: int
+    sigmas: float
+    points: int | None
+    rtol: float
+
+    @classmethod
+    def checked(
+        cls, target_snr_db: Any, target_accuracy: Any, labels: Any, count: int, check: Any,
+        repeats: Any, seed: Any, sigmas: Any, points: Any, rtol: Any,
+    ) -> _Options:  # fmt: skip
+        if target_snr_db is not None:
+            target_snr_db = check_finite("target_snr_db", target_snr_db)
+        if target_accuracy is not None:
+            target_accuracy = _check_fraction(target_accuracy)
+            if labels is None:
+                raise ValueError(
+                    "target_accuracy needs labels: the class of every input (an array of shape "
+                    f"({count},)); got labels=None."
+                )
+        if not isinstance(check, bool):
+            raise TypeError(f"check must be True or False; got {check!r}.")
+        rtol = check_positive("rtol", rtol)
+        if rtol >= 1:
+            raise ValueError(f"rtol must be a relative precision in (0, 1); got {rtol!r}.")
+        return cls(
+            target_snr_db=target_snr_db,
+            target_accuracy=target_accuracy,
+            repeats=check_positive_int("repeats", repeats, minimum=2),
+            seed=_check_seed(seed),
+            sigmas=check_positive("sigmas", sigmas),
+            points=None if points is None else _check_points(points),
+            rtol=rtol,
+        )
 
 
 def _check_fraction(value: Any) -> float:
