@@ -286,7 +286,7 @@ BAD_ACCURACY_ARGUMENTS = [
     ({"labels": "ten"}, ValueError, r"labels must be integers in \[0, 10\) .*got 10 at index 0"),
     ({"labels": "negative"}, ValueError, r"labels must be integers in \[0, 10\) .*got -1 at index 0"),
     ({"method": "exact"}, ValueError, r"method must be one of 'montecarlo', 'predicted'; got 'exact'"),
-    ({"repeats": 1}, ValueError, r"repeats must be an integer >= 2; got 1"),
+    ({"repeats": 1}, ValueError, r"repeats must be an integer >= 2 and <= 9007199254740992; got 1"),
     ({"points": 1000}, ValueError, r"points must be a power of two >= 64 \(8 scramblings.*got 1000"),
     ({"points": 32}, ValueError, r"points must be an integer >= 64; got 32"),
     ({"seed": -1}, ValueError, r"seed must be an integer >= 0; got -1"),

@@ -244,7 +244,12 @@ SMALL = ("--width", "10", "--depth", "3")
         (("predict", *SMALL, "--method", "exact"), "--method", "covariance, moments, meanfield"),
         (("predict", "--network", "{net}", "--method", "symmetric"), "--method", "symmetric"),
         (("predict", *SMALL, "--injection", "inside"), "--injection", "after, before"),
-        (("simulate", *SMALL, "--repeats", "1"), "--repeats", ">= 2"),
+        (("simulate", *SMALL, "--repeats", "1"), "--repeats", "from 2 to 2^53"),
+        (
+            ("simulate", *SMALL, "--repeats", "99999999999999999999"),
+            "--repeats",
+            "(more could not finish); got 99999999999999999999",
+        ),
         (("simulate", *SMALL, "--dtype", "float16"), "--dtype", "float32, float64"),
         (("simulate", *SMALL, "--device", "nowhere"), "--device", "nowhere"),
         (("compare", *SMALL, "--sigmas", "0"), "--sigmas", "> 0"),

@@ -326,7 +326,7 @@ def test_plot_draws_one_stack_per_kind():
             r"target_accuracy must be a fraction in \(0, 1\]; got 1.5",
         ),
         ({"target_accuracy": 0.9}, ValueError, "target_accuracy needs labels"),
-        ({"repeats": 1}, ValueError, "repeats must be an integer >= 2; got 1"),
+        ({"repeats": 1}, ValueError, r"repeats must be an integer >= 2 and <= 9007199254740992; got 1"),
         ({"rtol": 2.0}, ValueError, r"rtol must be a relative precision in \(0, 1\); got 2.0"),
         ({"sigmas": 0}, ValueError, "sigmas must be a finite number > 0; got 0"),
         ({"labels": [0, 1]}, ValueError, r"labels must have shape \(1,\)"),

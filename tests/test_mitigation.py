@@ -414,7 +414,7 @@ def test_cli_mitigate_help_names_noise_aware_training_as_the_third_mitigation():
         ([], "--pool/--ghost", "nothing to do"),
         (["--pool", "2", "--ghost-bias", "0.1"], "--ghost-bias", "give --ghost too"),
         (["--ghost", "--ghost-bias", "nan"], "--ghost-bias", "expected a finite number"),
-        (["--ghost", "--repeats", "1"], "--repeats", "expected an integer >= 2"),
+        (["--ghost", "--repeats", "1"], "--repeats", "expected an integer from 2 to 2^53"),
         (["--ghost", "--seed", "-1"], "--seed", "expected an integer >= 0"),
         (["--ghost", "--images", "digits"], "--images", "expected 'mnist:N'"),
         (["--ghost", "--images", "mnist:0"], "--images", "N >= 1"),

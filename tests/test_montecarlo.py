@@ -107,8 +107,8 @@ def test_default_chunk_bounds_the_working_set():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"repeats": 1}, ValueError, r"repeats must be an integer >= 2; got 1"),
-        ({"repeats": 2.5}, TypeError, r"repeats must be an integer >= 2; got float 2\.5"),
+        ({"repeats": 1}, ValueError, r"repeats must be an integer >= 2 and <= 9007199254740992; got 1"),
+        ({"repeats": 2.5}, TypeError, r"repeats must be an integer >= 2 and <= \d+; got float 2\.5"),
         ({"groups": 1}, ValueError, r"groups must be an integer >= 2; got 1"),
         ({"chunk": 0}, ValueError, r"chunk must be an integer >= 1; got 0"),
         ({"seed": 1.5}, TypeError, r"seed must be an integer; got float 1\.5"),
@@ -123,3 +123,11 @@ def test_argument_errors(kwargs, error, message):
 def test_network_must_be_a_network():
     with pytest.raises(TypeError, match="network must be a Network; got str"):
         simulate("net", NOISE, X)  # type: ignore[arg-type]
+
+
+def test_repeats_that_could_not_finish_are_refused():
+    """More than 2^53 repeats cannot be counted exactly in float64 (nor finish): refused at once,
+    in Python as on the command line, instead of running until killed."""
+    net = Network.symmetric(width=3, depth=2)
+    with pytest.raises(ValueError, match=r"repeats must be an integer >= 2 and <= 9007199254740992"):
+        simulate(net, Noise(AU=1e-3), 0.5, repeats=10**30)

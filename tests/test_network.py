@@ -451,3 +451,51 @@ def test_metadata_must_be_json():
 def test_load_a_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"network file '.*' is not a file; expected a \.safetensors"):
         Network.load(tmp_path)
+
+
+def _rewritten(tmp_path, name: str, *, drop: str | None = None, **header_changes: str):
+    """The saved 5-4-3 network with its header changed and, optionally, one tensor dropped."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = Network.random([5, 4, 3], ["sigmoid", "linear"], seed=0).save(tmp_path / "ok.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    tensors = load_file(str(path))
+    if drop:
+        del tensors[drop]
+    header.update(header_changes)
+    target = tmp_path / name
+    save_file(tensors, str(target), metadata=header)
+    return target
+
+
+def test_a_file_whose_header_and_tensors_disagree_is_refused(tmp_path):
+    """Fewer activations than stored layers must not load as a shorter network (it did, silently);
+    a missing tensor, a header nested too deeply and a non-list of activations are errors too."""
+    import json
+
+    short = _rewritten(tmp_path, "short.safetensors", activations=json.dumps([{"name": "sigmoid"}]))
+    with pytest.raises(ValueError, match=r"1 activations: leftover tensors \['layers.1.bias'"):
+        Network.load(short)
+    gap = _rewritten(tmp_path, "gap.safetensors", drop="layers.1.bias")
+    with pytest.raises(ValueError, match=r"missing tensors \['layers.1.bias'\]"):
+        Network.load(gap)
+    deep = _rewritten(tmp_path, "deep.safetensors", activations="[" * 50_000 + "]" * 50_000)
+    with pytest.raises(ValueError, match="damaged header: nested too deeply"):
+        Network.load(deep)
+    scalar = _rewritten(tmp_path, "scalar.safetensors", activations="3")
+    with pytest.raises(ValueError, match="activations must be a non-empty list"):
+        Network.load(scalar)
+
+
+def test_paths_that_are_not_files_are_clear_errors(tmp_path):
+    net = Network.symmetric(width=2, depth=1)
+    with pytest.raises(TypeError, match="path must be a file path .*got int 123"):
+        Network.load(123)
+    with pytest.raises(ValueError, match="is a folder; expected a file name"):
+        net.save(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot write network file"):
+        net.save(blocker / "net.safetensors")  # its folder would be a file

@@ -65,9 +65,15 @@ def check_positive(name: str, value: Any, what: str = "number") -> float:
     return number
 
 
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` as an int, or raise if it is not an integer >= ``minimum``."""
-    expected = f"an integer >= {minimum}"
+MAX_REPEATS = 2**53
+"""The most noise draws per input a run accepts: float64 counts them exactly up to here (and a run
+of more could not finish: 2^53 passes of even one neuron take years)."""
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer >= ``minimum`` (and <=
+    ``maximum`` when given)."""
+    expected = f"an integer >= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             import numpy as np
@@ -80,7 +86,7 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
             raise TypeError(
                 f"{name} must be {expected}; got {type(value).__name__} {value!r}."
             ) from None
-    if value < minimum:
+    if value < minimum or (maximum is not None and value > maximum):
         raise _fail(name, expected, value)
     return int(value)
 

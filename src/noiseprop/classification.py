@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from noiseprop._inputs import as_dtype
-from noiseprop._validation import check_choice, check_nonnegative, check_positive_int
+from noiseprop._validation import MAX_REPEATS, check_choice, check_nonnegative, check_positive_int
 from noiseprop.analytic import propagate
 from noiseprop.model_montecarlo import as_model_inputs, model_outputs
 from noiseprop.moments import (
@@ -277,7 +277,7 @@ def accuracy(
             f"network must be a Network or a torch.nn.Module classifier; got {type(network).__name__}."
         )
     check_choice("method", method, METHODS)
-    repeats = check_positive_int("repeats", repeats, minimum=2)
+    repeats = check_positive_int("repeats", repeats, minimum=2, maximum=MAX_REPEATS)
     if predictor is None:  # a model is linearised (first order); a network goes beyond
         predictor = "covariance" if isinstance(network, nn.Module) else "moments"
     check_choice("predictor", predictor, PREDICTORS)

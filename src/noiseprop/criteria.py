@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from noiseprop._inputs import as_inputs
-from noiseprop._validation import check_finite, check_positive, check_positive_int
+from noiseprop._validation import MAX_REPEATS, check_finite, check_positive, check_positive_int
 from noiseprop.analytic import propagate
 from noiseprop.classification import _check_data, _check_points, _check_seed, accuracy
 from noiseprop.network import Network
@@ -552,7 +552,7 @@ class _Options:
         return cls(
             target_snr_db=target_snr_db,
             target_accuracy=target_accuracy,
-            repeats=check_positive_int("repeats", repeats, minimum=2),
+            repeats=check_positive_int("repeats", repeats, minimum=2, maximum=MAX_REPEATS),
             seed=_check_seed(seed),
             sigmas=check_positive("sigmas", sigmas),
             points=None if points is None else _check_points(points),

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from noiseprop._inputs import as_dtype, as_inputs
 from noiseprop._streaming import Accumulator, Workspace, chunk_repeats, chunks
-from noiseprop._validation import check_positive_int
+from noiseprop._validation import MAX_REPEATS, check_positive_int
 from noiseprop.activations import Activation, Linear, ReLU, Sigmoid, Tanh
 from noiseprop.model_montecarlo import sample_model, simulate_model
 from noiseprop.network import Network
@@ -118,7 +118,7 @@ def simulate(
         >>> stats.names, stats[0].neuron_shape
         (('1',), (2, 3, 3))
     """
-    repeats = check_positive_int("repeats", repeats, minimum=2)
+    repeats = check_positive_int("repeats", repeats, minimum=2, maximum=MAX_REPEATS)
     groups = check_positive_int("groups", groups, minimum=2)
     chunk = None if chunk is None else check_positive_int("chunk", chunk)
     if isinstance(network, nn.Module):
@@ -189,7 +189,7 @@ def sample(
         >>> bool(((out - out[..., :1]).std(0) < 1e-12).all())
         True
     """
-    repeats = check_positive_int("repeats", repeats)
+    repeats = check_positive_int("repeats", repeats, maximum=MAX_REPEATS)
     if isinstance(network, nn.Module):
         return sample_model(
             network, noise, inputs, sites=sites, repeats=repeats, seed=seed, dtype=dtype, device=device

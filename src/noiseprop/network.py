@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,10 +345,20 @@ class Network:
 
     # --------------------------------------------------------------------------------- files
     def save(self, path: str | Path) -> Path:
-        """Write the network as safetensors (format in the module docstring); returns the path."""
+        """Write the network as safetensors (format in the module docstring); returns the path.
+
+        Raises:
+            TypeError: if ``path`` is not a path.
+            ValueError: if ``path`` is a folder.
+            OSError: if the file cannot be written (the message names it).
+        """
         from safetensors.torch import save_file
 
-        path = Path(path)
+        path = _as_path("path", path)
+        if path.is_dir():
+            raise ValueError(
+                f"path {str(path)!r} is a folder; expected a file name such as net.safetensors."
+            )
         tensors = {}
         for index, layer in enumerate(self.layers):
             tensors[f"layers.{index}.weight"] = layer.weight.contiguous()
@@ -358,8 +369,11 @@ class Network:
             "activations": json.dumps([layer.activation.to_spec() for layer in self.layers]),
             "metadata": json.dumps(self.metadata),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata=header)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(path), metadata=header)
+        except (OSError, RuntimeError) as error:  # safetensors reports I/O errors as its own
+            raise OSError(f"cannot write network file {str(path)!r}: {error}") from None
         return path
 
     @classmethod
@@ -372,7 +386,7 @@ class Network:
         """
         from safetensors import SafetensorError, safe_open
 
-        path = Path(path)
+        path = _as_path("path", path)
         if not path.exists():
             raise FileNotFoundError(f"network file {str(path)!r} does not exist.")
         if not path.is_file():
@@ -396,17 +410,49 @@ class Network:
         try:
             specs = json.loads(header["activations"])
             metadata = json.loads(header.get("metadata", "{}"))
-        except (KeyError, json.JSONDecodeError) as error:
-            raise ValueError(f"{str(path)!r} has a damaged header: {error}") from None
+        except (KeyError, json.JSONDecodeError, RecursionError) as error:
+            reason = "nested too deeply" if isinstance(error, RecursionError) else error
+            raise ValueError(f"{str(path)!r} has a damaged header: {reason}") from None
+        if not isinstance(specs, list) or not specs:
+            raise ValueError(
+                f"{str(path)!r} has a damaged header: activations must be a non-empty list, one "
+                f"per layer; got {type(specs).__name__}."
+            )
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{str(path)!r} has a damaged header: metadata must be a JSON object.")
+        expected = {
+            f"layers.{index}.{part}" for index in range(len(specs)) for part in ("weight", "bias")
+        }
+        missing, leftover = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        if missing or leftover:
+            raise ValueError(
+                f"{str(path)!r} does not match its header's {len(specs)} activations: "
+                + "; ".join(
+                    part for part in (
+                        f"missing tensors {missing}" if missing else "",
+                        f"leftover tensors {leftover}" if leftover else "",
+                    ) if part
+                )
+                + "."
+            )  # fmt: skip
         layers = []
         for index, spec in enumerate(specs):
             try:
-                weight = tensors[f"layers.{index}.weight"]
-                bias = tensors[f"layers.{index}.bias"]
-            except KeyError as missing:
-                raise ValueError(f"{str(path)!r} lacks tensor {missing.args[0]!r}.") from None
-            layers.append(Layer(weight, bias, activation_from_spec(spec)))
+                activation = activation_from_spec(spec)
+            except (TypeError, ValueError, RecursionError) as error:
+                raise ValueError(f"{str(path)!r}: activation {index + 1}: {error}") from None
+            weight, bias = tensors[f"layers.{index}.weight"], tensors[f"layers.{index}.bias"]
+            layers.append(Layer(weight, bias, activation))
         return cls(tuple(layers), metadata=metadata)
+
+
+def _as_path(name: str, value: object) -> Path:
+    """``value`` as a ``Path``; a ``TypeError`` naming ``name`` for anything but a string or a path."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise TypeError(
+        f"{name} must be a file path (str or os.PathLike); got {type(value).__name__} {value!r}."
+    )
 
 
 class ActivationModule(nn.Module):

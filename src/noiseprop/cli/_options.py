@@ -132,7 +132,24 @@ CompareMethodOption = Annotated[
         show_default="as for predict",
     ),
 ]
-RepeatsOption = Annotated[int, typer.Option(help="Noise draws per input (>= 2).")]
+
+
+def checked_repeats(value: int) -> int:
+    """Parse-time check of every ``--repeats``: from 2 to 2^53 (more cannot be counted exactly in
+    float64, nor finish)."""
+    from noiseprop._validation import MAX_REPEATS
+
+    if not 2 <= value <= MAX_REPEATS:
+        fail(
+            "--repeats",
+            f"expected an integer from 2 to 2^53 = {MAX_REPEATS} (more could not finish); got {value}.",
+        )
+    return value
+
+
+RepeatsOption = Annotated[
+    int, typer.Option(help="Noise draws per input (>= 2).", callback=checked_repeats)
+]
 SeedOption = Annotated[int, typer.Option(help="Seed of the noise draws.")]
 DtypeOption = Annotated[
     str, typer.Option(help="Precision of the simulated network: float32 or float64.")

@@ -16,6 +16,7 @@ from noiseprop.cli._options import (
     LayersOption,
     NoiseOption,
     SeedOption,
+    checked_repeats,
     fail,
     reported_as,
 )
@@ -76,7 +77,11 @@ ImagesOption = Annotated[
     str, typer.Option("--images", help="Test images: 'mnist:N' for the first N MNIST test images.")
 ]
 RepeatsOption = Annotated[
-    int, typer.Option(help="Noise draws per image of the simulations (per-layer SNR and accuracy).")
+    int,
+    typer.Option(
+        help="Noise draws per image of the simulations (per-layer SNR and accuracy).",
+        callback=checked_repeats,
+    ),
 ]
 
 

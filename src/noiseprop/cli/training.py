@@ -25,6 +25,7 @@ from noiseprop.cli._options import (
     SeedOption,
     SitesOption,
     WeightsOption,
+    checked_repeats,
     choice,
     fail,
     reported_as,
@@ -52,7 +53,9 @@ AccuracyMethodOption = Annotated[
     list[str] | None,
     typer.Option("--method", help="montecarlo and/or predicted; repeatable.", show_default="both"),
 ]
-RepeatsOption = Annotated[int, typer.Option(help="Noise draws per image (Monte Carlo).")]
+RepeatsOption = Annotated[
+    int, typer.Option(help="Noise draws per image (Monte Carlo).", callback=checked_repeats)
+]
 PointsOption = Annotated[
     int | None,
     typer.Option(
