@@ -289,7 +289,7 @@ BAD_ACCURACY_ARGUMENTS = [
     ({"repeats": 1}, ValueError, r"repeats must be an integer >= 2 and <= 9007199254740992; got 1"),
     ({"points": 1000}, ValueError, r"points must be a power of two >= 64 \(8 scramblings.*got 1000"),
     ({"points": 32}, ValueError, r"points must be an integer >= 64; got 32"),
-    ({"seed": -1}, ValueError, r"seed must be an integer >= 0; got -1"),
+    ({"seed": -1}, ValueError, r"seed must be an integer from 0 to 2\^63 - 1; got -1"),
     ({"seed": 1.5}, TypeError, r"seed must be an integer >= 0; got float 1.5"),
     ({"batch_size": 0}, ValueError, r"batch_size must be an integer >= 1; got 0"),
     ({"dtype": "float16"}, ValueError, r"dtype must be one of 'float32', 'float64'"),

@@ -415,7 +415,7 @@ def test_cli_mitigate_help_names_noise_aware_training_as_the_third_mitigation():
         (["--pool", "2", "--ghost-bias", "0.1"], "--ghost-bias", "give --ghost too"),
         (["--ghost", "--ghost-bias", "nan"], "--ghost-bias", "expected a finite number"),
         (["--ghost", "--repeats", "1"], "--repeats", "expected an integer from 2 to 2^53"),
-        (["--ghost", "--seed", "-1"], "--seed", "expected an integer >= 0"),
+        (["--ghost", "--seed", "-1"], "--seed", "expected an integer from 0 to 2^63 - 1"),
         (["--ghost", "--images", "digits"], "--images", "expected 'mnist:N'"),
         (["--ghost", "--images", "mnist:0"], "--images", "N >= 1"),
         (["--ghost", "--mitigate-layers", "3"], "--mitigate-layers", "hidden-layer numbers from 1 to 2"),

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from noiseprop.network import Network
 
-__all__ = ["as_inputs", "as_dtype"]
+__all__ = ["as_device", "as_dtype", "as_inputs"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -21,6 +21,19 @@ def as_dtype(dtype: Any) -> torch.dtype:
     if dtype in (torch.float32, torch.float64):
         return dtype
     raise ValueError(f"dtype must be one of 'float32', 'float64' (or the torch dtypes); got {dtype!r}.")
+
+
+def as_device(device: Any) -> torch.device:
+    """``torch.device(device)``, checked: a ``ValueError`` naming ``device`` for a name torch does not
+    know, or for CUDA where this torch build or machine has none (torch would raise an
+    ``AssertionError`` later)."""
+    try:
+        result = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from None
+    if result.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available in this torch build or machine.")
+    return result
 
 
 def as_inputs(inputs: Any, network: Network, *, dtype: torch.dtype, device: Any) -> Tensor:
@@ -48,4 +61,4 @@ def as_inputs(inputs: Any, network: Network, *, dtype: torch.dtype, device: Any)
         )
     if not torch.isfinite(tensor).all():
         raise ValueError("inputs must be finite; got NaN or infinite values.")
-    return tensor.to(device=device, dtype=dtype).contiguous()
+    return tensor.to(device=as_device(device), dtype=dtype).contiguous()

@@ -65,6 +65,9 @@ def check_positive(name: str, value: Any, what: str = "number") -> float:
     return number
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed: torch's generators take a signed 64-bit integer."""
+
 MAX_REPEATS = 2**53
 """The most noise draws per input a run accepts: float64 counts them exactly up to here (and a run
 of more could not finish: 2^53 passes of even one neuron take years)."""

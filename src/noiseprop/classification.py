@@ -27,8 +27,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from noiseprop._inputs import as_dtype
-from noiseprop._validation import MAX_REPEATS, check_choice, check_nonnegative, check_positive_int
+from noiseprop._inputs import as_device, as_dtype
+from noiseprop._validation import (
+    MAX_REPEATS,
+    MAX_SEED,
+    check_choice,
+    check_nonnegative,
+    check_positive_int,
+)
 from noiseprop.analytic import propagate
 from noiseprop.model_montecarlo import as_model_inputs, model_outputs
 from noiseprop.moments import (
@@ -284,7 +290,7 @@ def accuracy(
     points = None if points is None else _check_points(points)
     seed = _check_seed(seed)
     dtype = as_dtype(dtype)
-    device = torch.device(device)
+    device = as_device(device)
     batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(network, nn.Module):
         if method == "predicted" and predictor != "covariance":
@@ -424,8 +430,8 @@ def _check_points(points: Any) -> int:
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer >= 0; got {type(seed).__name__} {seed!r}.")
-    if seed < 0:
-        raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to 2^63 - 1; got {seed!r}.")
     return int(seed)
 
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.autograd import forward_ad
 from torch.nn import functional
 
+from noiseprop._inputs import as_device
 from noiseprop._validation import check_choice, check_positive_int
 from noiseprop.model_montecarlo import (
     as_model_inputs,
@@ -287,7 +288,7 @@ def linearised_model(
     ``"forward"``, ``"reverse"`` or ``"auto"`` (the one with fewer passes).
     """
     check_choice("mode", mode, ("auto", "forward", "reverse"))
-    device = torch.device(device)
+    device = as_device(device)
     max_elements = check_positive_int("max_elements", max_elements)
     model = runnable(model, dtype=torch.float64, device=device)
     x = as_model_inputs(inputs, dtype=torch.float64, device=device)

@@ -28,8 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from noiseprop._inputs import as_dtype
+from noiseprop._inputs import as_device, as_dtype
 from noiseprop._streaming import Accumulator, Workspace, chunk_repeats, chunks
+from noiseprop._validation import MAX_SEED
 from noiseprop.noise import Noise
 from noiseprop.results import NoiseStatistics
 from noiseprop.sites import SiteSelector, find_sites, noisy, site_noises
@@ -168,6 +169,8 @@ def model_setup(
     it was: hooks removed, training flags restored."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an integer; got {type(seed).__name__} {seed!r}.")
+    if not -MAX_SEED <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer of at most 2^63 - 1 in size; got {seed!r}.")
     model = runnable(model, dtype=dtype, device=device)
     found = find_sites(model, sites)
     site_names = tuple(name for name, _ in found)
@@ -327,7 +330,7 @@ def simulate_model(
 ) -> NoiseStatistics:
     """Monte Carlo of ``model`` with noise at its sites (the arguments of
     :func:`noiseprop.simulate`, which calls this for an ``nn.Module``)."""
-    dtype, device = as_dtype(dtype), _as_device(device)
+    dtype, device = as_dtype(dtype), as_device(device)
     inputs = as_model_inputs(inputs, dtype=dtype, device=device)
     batch = int(inputs.shape[0])
     with (
@@ -379,7 +382,7 @@ def sample_model(
 ) -> Tensor:
     """Noisy outputs of ``model``: a ``(repeats, batch, *output_shape)`` tensor (one forward pass
     of ``repeats x batch`` presentations, repeat-major)."""
-    dtype, device = as_dtype(dtype), _as_device(device)
+    dtype, device = as_dtype(dtype), as_device(device)
     inputs = as_model_inputs(inputs, dtype=dtype, device=device)
     with (
         torch.no_grad(),
@@ -400,13 +403,3 @@ def _with_shape(stats: Any, shape: tuple[int, ...]) -> Any:
     from dataclasses import replace
 
     return replace(stats, shape=shape)
-
-
-def _as_device(device: Any) -> torch.device:
-    try:
-        result = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from None
-    if result.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available in this torch build or machine.")
-    return result

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from noiseprop._inputs import as_dtype, as_inputs
+from noiseprop._inputs import as_device, as_dtype, as_inputs
 from noiseprop._streaming import Accumulator, Workspace, chunk_repeats, chunks
-from noiseprop._validation import MAX_REPEATS, check_positive_int
+from noiseprop._validation import MAX_REPEATS, MAX_SEED, check_positive_int
 from noiseprop.activations import Activation, Linear, ReLU, Sigmoid, Tanh
 from noiseprop.model_montecarlo import sample_model, simulate_model
 from noiseprop.network import Network
@@ -246,8 +246,10 @@ class _Setup:
             raise TypeError(f"network must be a Network; got {type(network).__name__}.")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an integer; got {type(seed).__name__} {seed!r}.")
+        if not -MAX_SEED <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer of at most 2^63 - 1 in size; got {seed!r}.")
         dtype = as_dtype(dtype)
-        device = torch.device(device)
+        device = as_device(device)
         noises = per_layer(noise, network.depth)
         weights = [
             (layer.weight.to(device, dtype), layer.bias.to(device, dtype)) for layer in network.layers

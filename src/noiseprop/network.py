@@ -352,6 +352,7 @@ class Network:
             ValueError: if ``path`` is a folder.
             OSError: if the file cannot be written (the message names it).
         """
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         path = _as_path("path", path)
@@ -372,7 +373,7 @@ class Network:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file(tensors, str(path), metadata=header)
-        except (OSError, RuntimeError) as error:  # safetensors reports I/O errors as its own
+        except (OSError, RuntimeError, SafetensorError) as error:  # safetensors has its own I/O errors
             raise OSError(f"cannot write network file {str(path)!r}: {error}") from None
         return path
 

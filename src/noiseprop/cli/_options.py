@@ -150,7 +150,37 @@ def checked_repeats(value: int) -> int:
 RepeatsOption = Annotated[
     int, typer.Option(help="Noise draws per input (>= 2).", callback=checked_repeats)
 ]
-SeedOption = Annotated[int, typer.Option(help="Seed of the noise draws.")]
+
+
+def check_output_file(option: str, path: Path, example: str = "net.safetensors") -> None:
+    """Before any work: ``path`` must be a file name (not a folder) in a folder that exists or can
+    be made, and that can be written to."""
+    import tempfile
+
+    if path.exists() and path.is_dir():
+        fail(option, f"{str(path)!r} is a folder; expected a file path such as {example}.")
+    folder = path.expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(option, f"cannot make the folder {str(folder)!r} for {str(path)!r}: {error.strerror}.")
+    try:  # the only sure test of writing there: write a file, and remove it
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".noiseprop-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or error
+        fail(option, f"cannot write in the folder {str(folder)!r} ({reason}); got {str(path)!r}.")
+
+
+def checked_seed(value: int) -> int:
+    """Parse-time check of every ``--seed``: from 0 to 2^63 - 1 (torch's generators are signed
+    64-bit)."""
+    if not 0 <= value <= 2**63 - 1:
+        fail("--seed", f"expected an integer from 0 to 2^63 - 1; got {value}.")
+    return value
+
+
+SeedOption = Annotated[int, typer.Option(help="Seed of the noise draws.", callback=checked_seed)]
 DtypeOption = Annotated[
     str, typer.Option(help="Precision of the simulated network: float32 or float64.")
 ]

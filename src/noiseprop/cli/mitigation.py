@@ -16,6 +16,7 @@ from noiseprop.cli._options import (
     LayersOption,
     NoiseOption,
     SeedOption,
+    check_output_file,
     checked_repeats,
     fail,
     reported_as,
@@ -127,8 +128,7 @@ def mitigate(
         fail("--repeats", f"expected an integer >= 2; got {repeats}.")
     if seed < 0:
         fail("--seed", f"expected an integer >= 0; got {seed}.")
-    if output.exists() and output.is_dir():
-        fail("--output", f"{str(output)!r} is a folder; expected a file path such as net.safetensors.")
+    check_output_file("--output", output)
     if not images.strip().lower().startswith(("mnist:", "mnist-train:")):
         fail("--images", f"expected 'mnist:N' (the first N test images); got {images!r}.")
 

@@ -25,6 +25,7 @@ from noiseprop.cli._options import (
     SeedOption,
     SitesOption,
     WeightsOption,
+    check_output_file,
     checked_repeats,
     choice,
     fail,
@@ -135,8 +136,7 @@ def train(
             learning_rate=learning_rate, schedule=schedule, optimizer=optimizer, seed=seed,
             train_noise=train_noise, train_size=train_size,
         )  # fmt: skip
-    if output.exists() and output.is_dir():
-        fail("--output", f"{str(output)!r} is a folder; expected a file path such as net.safetensors.")
+    check_output_file("--output", output)
 
     from rich.console import Console
 
@@ -297,6 +297,7 @@ def accuracy_curve(
     from noiseprop.curves import CURVE_METHODS
 
     methods = _methods(method, tuple(CURVE_METHODS))
+    check_output_file("--output", output, "curve.png")
     try:
         levels = [float(item) for item in intensities.split(",")]
     except ValueError:
@@ -322,7 +323,6 @@ def accuracy_curve(
             classifier, kind_list, levels, pixels, labels, methods=methods, repeats=repeats,
             points=points, seed=seed, layers=chosen,
         )  # fmt: skip
-    output.parent.mkdir(parents=True, exist_ok=True)
     figure, ax = plt.subplots(figsize=(6.4, 4.2))
     plot_accuracy_curve(frame, ax=ax)
     figure.tight_layout()
