@@ -68,3 +68,29 @@ def test_devices_are_checked_in_python():
         if not torch.cuda.is_available():
             with pytest.raises(ValueError, match="device 'cuda': CUDA is not available"):
                 call("cuda")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "Error: --workers: expected an integer >= 1 (worker processes); got 0."),
+        (["--scheduler", "notaurl"], "Error: --scheduler: expected an address such as tcp://"),
+    ],
+)
+def test_cluster_options_are_named_right(tmp_path, args, message):
+    """These were reported as --output."""
+    base = ["sweep", "symmetric", "--output", str(tmp_path / "sweep"), "--grid", "width=3"]
+    assert message in one_line_error(*base, *args)
+
+
+def test_a_sweep_with_failed_points_exits_1_and_says_how_many(tmp_path):
+    """One of two points fails (a negative width): the other is kept, the failure listed, and the
+    exit code is 1, not 0."""
+    result = CliRunner().invoke(
+        app,
+        ["sweep", "symmetric", "--output", str(tmp_path / "sweep"), "--grid", "width=3,-1",
+         "--set", "repeats=100", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "1 of the points failed" in result.stdout
+    assert "rows from 1 points" in result.stdout

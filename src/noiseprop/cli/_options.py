@@ -191,12 +191,37 @@ ProgressOption = Annotated[
 SigmasOption = Annotated[
     float, typer.Option(help="Standard errors within which prediction and simulation agree.")
 ]
+
+
+def checked_workers(value: int | None) -> int | None:
+    """Parse-time check of ``--workers``: a local cluster needs at least one worker."""
+    if value is not None and value < 1:
+        fail("--workers", f"expected an integer >= 1 (worker processes); got {value}.")
+    return value
+
+
+def checked_scheduler(value: str | None) -> str | None:
+    """Parse-time check of ``--scheduler``: an address such as tcp://HOST:PORT."""
+    if value is not None and ("://" not in value or value.endswith("://")):
+        fail("--scheduler", f"expected an address such as tcp://HOST:8786; got {value!r}.")
+    return value
+
+
 WorkersOption = Annotated[
-    int | None, typer.Option(help="Run on a local Dask cluster of this many worker processes.")
+    int | None,
+    typer.Option(
+        help="Run on a local Dask cluster of this many worker processes.", callback=checked_workers
+    ),
 ]
 SchedulerOption = Annotated[
-    str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
+    str | None,
+    typer.Option(
+        help="Address of an existing Dask scheduler, e.g. tcp://HOST:8786 (HOST: yours).",
+        callback=checked_scheduler,
+    ),
 ]
+EXIT_FAILED_POINTS = 1
+"""Exit code of a sweep or study that finished with failed points."""
 ModelOption = Annotated[
     str | None,
     typer.Option(

@@ -9,6 +9,7 @@ import typer
 
 from noiseprop.cli._app import app
 from noiseprop.cli._options import (
+    EXIT_FAILED_POINTS,
     JsonOption,
     ProgressOption,
     SchedulerOption,
@@ -53,7 +54,7 @@ def study(
             tasks[name] = bar.add_task(name, total=total)
         bar.update(tasks[name], completed=done, total=total)
 
-    with bar, reported_as("--output"):
+    with bar, reported_as("--scheduler" if scheduler else "--output"):
         result = run_study(
             config, output=output, seed=seed, resume=resume, workers=workers, scheduler=scheduler,
             progress=advance,
@@ -68,6 +69,8 @@ def study(
                 "failures": records(result.failures.drop(columns="traceback", errors="ignore")),
             }
         )
+        if not result.failures.empty:
+            raise typer.Exit(code=EXIT_FAILED_POINTS)
         return
     console = Console()
     for name, finding in result.findings.items():
@@ -82,3 +85,5 @@ def study(
     console.print(
         f"report: [link=file://{result.report.resolve()}]{result.report}[/link]", highlight=False
     )
+    if not result.failures.empty:
+        raise typer.Exit(code=EXIT_FAILED_POINTS)

@@ -10,6 +10,7 @@ import typer
 
 from noiseprop.cli._app import app
 from noiseprop.cli._options import (
+    EXIT_FAILED_POINTS,
     JsonOption,
     ProgressOption,
     SchedulerOption,
@@ -79,7 +80,7 @@ def sweep(
 ) -> None:
     """Run an experiment over a grid of parameters on Dask; results go to OUTPUT/results.parquet.
 
-    Parameters of the experiments: noiseprop sweep --list.
+    Exits with code 1 when some points failed (they are listed; the others are kept).
     """
     from noiseprop.experiments import EXPERIMENTS, parameters_of
 
@@ -110,11 +111,12 @@ def sweep(
     def advance(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
 
-    with bar, reported_as("--output"):
+    with bar, reported_as("--scheduler" if scheduler else "--output"):
         result = run_sweep(
             experiment, points, output=output, seed=seed, resume=resume, workers=workers,
             scheduler=scheduler, progress=advance,
         )  # fmt: skip
+    failed = len(result.failures)
     if as_json:
         print_json(
             {
@@ -124,6 +126,8 @@ def sweep(
                 "failures": records(result.failures.drop(columns="traceback", errors="ignore")),
             }
         )
+        if failed:
+            raise typer.Exit(code=EXIT_FAILED_POINTS)
         return
     console = Console()
     console.print(
@@ -133,5 +137,7 @@ def sweep(
     )
     for failure in records(result.failures.drop(columns="traceback", errors="ignore")):
         console.print(f"[red]failed[/red] {json.dumps(failure)}", highlight=False)
-    if not result.failures.empty:
+    if failed:
         print_notes(console, [f"tracebacks: {result.path / 'failures'}"])
+        console.print(f"[red]{failed} of the points failed[/red]", highlight=False)
+        raise typer.Exit(code=EXIT_FAILED_POINTS)
