@@ -299,7 +299,7 @@ def test_sweep_trained_rows_per_site_and_a_refused_point(tmp_path):
     args = ["sweep", "trained", "--output", str(tmp_path), "--set", "model=cnn", "--grid",
             "network=default,net.safetensors", "--set", "images=3", "--set", "repeats=40",
             "--json"]  # fmt: skip
-    payload = json.loads(invoke(*args)[0])
+    payload = json.loads(invoke(*args, code=1)[0])  # a failed point: exit code 1, the rest kept
     assert payload["computed"] == 2 and payload["rows"] == 3
     (failure,) = payload["failures"]
     assert failure["network"] == "net.safetensors"

@@ -14,14 +14,14 @@ from noiseprop.cli import app
 def run(*args: str, code: int = 0) -> str:
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
-    return result.stdout if code == 0 else result.stderr
+    return result.stderr if code == 2 else result.stdout  # 1: failed points, listed on stdout
 
 
 def test_sweep_writes_parquet_and_resumes(tmp_path):
     args = ["sweep", "symmetric", "--output", str(tmp_path), "--grid", "depth=2,3", "--grid",
             "kind=AU,XX", "--set", "width=4", "--set", "repeats=300",
             "--set", "methods=covariance"]  # fmt: skip
-    payload = json.loads(run(*args, "--json"))
+    payload = json.loads(run(*args, "--json", code=1))  # two points fail: exit code 1
     assert payload["computed"] == 4 and payload["rows"] == 2 * 2 + 3 * 2
     assert [failure["kind"] for failure in payload["failures"]] == ["XX", "XX"]
     assert "kind must be one of 'AU', 'AC', 'MU', 'MC'; got 'XX'" in payload["failures"][0]["error"]
@@ -37,7 +37,7 @@ def test_sweep_writes_parquet_and_resumes(tmp_path):
         "seed",
     }
     assert "--resume" in run(*args, code=2)
-    again = json.loads(run(*args, "--resume", "--json"))
+    again = json.loads(run(*args, "--resume", "--json", code=1))
     assert again["computed"] == 2 and again["rows"] == payload["rows"]  # only the failed points rerun
 
 

@@ -94,3 +94,17 @@ def test_a_sweep_with_failed_points_exits_1_and_says_how_many(tmp_path):
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert "1 of the points failed" in result.stdout
     assert "rows from 1 points" in result.stdout
+
+
+def test_results_print_in_one_line():
+    """``print(stats)`` dumped every tensor (94 kB for a 64-wide network); now one line each."""
+    net = Network.random([64, 64, 64, 10], "sigmoid", seed=0)
+    predicted = propagate(net, Noise(AU=1e-3), torch.rand(5, 64), covariance=True)
+    assert repr(predicted).startswith("NoiseStatistics(covariance, 5 inputs; variance 1: 0.001,")
+    assert len(repr(predicted)) < 200 and "\n" not in repr(predicted)
+    assert (
+        repr(predicted[0]) == "LayerStatistics(5 inputs x 64 neurons; variance 0.001, with covariance)"
+    )
+    assert "<table" in predicted._repr_html_()
+    result = accuracy(net, Noise(AU=1e-3), torch.rand(5, 64), [0, 1, 2, 3, 4], repeats=10)
+    assert repr(result).startswith("Accuracy(") and "montecarlo, 10 repeats; 5 images)" in repr(result)

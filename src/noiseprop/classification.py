@@ -71,7 +71,7 @@ SCRAMBLINGS = 8
 """Independent scramblings of the Sobol points of the prediction (its error estimate)."""
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Accuracy:
     """Accuracy of a classifier under noise.
 
@@ -130,6 +130,18 @@ class Accuracy:
                 f"Accuracy.per_image must be a tensor of shape ({images},), one probability per "
                 f"image; got {getattr(self.per_image, 'shape', type(self.per_image).__name__)}."
             )
+
+    def __repr__(self) -> str:
+        """One line: the accuracy ± its error, how it was found, over how many images."""
+        how = (
+            f"montecarlo, {self.repeats} repeats"
+            if self.method == "montecarlo"
+            else f"predicted ({self.predictor}), {self.points} points"
+        )
+        return (
+            f"Accuracy({self.accuracy:.4%} ± {self.stderr:.2g}, noise-free {self.noise_free:.4%}; "
+            f"{how}; {self.images} images)"
+        )
 
     def as_dict(self) -> dict[str, object]:
         """Every field but ``per_image``, as plain Python values (for JSON and tables)."""

@@ -32,7 +32,7 @@ def _snr(mean: Tensor, variance: Tensor) -> Tensor:
     return mean.square() / variance
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class LayerStatistics:
     """Noise statistics of one layer's outputs, for every input and neuron.
 
@@ -77,6 +77,16 @@ class LayerStatistics:
         """Per-neuron SNR in decibels, ``10 log10(mean^2 / variance)``."""
         return 10 * torch.log10(self.snr)
 
+    def __repr__(self) -> str:
+        """One line: the shape and the mean variance, not every tensor."""
+        inputs, neurons = (int(size) for size in self.variance.shape[:2])
+        shape = "" if self.shape is None else f", shape {self.shape}"
+        extra = ", with covariance" if self.covariance is not None else ""
+        return (
+            f"LayerStatistics({inputs} inputs x {neurons} neurons{shape}; variance "
+            f"{self.layer_variance:.4g}{extra})"
+        )
+
     @property
     def layer_variance(self) -> float:
         """Average variance over neurons and inputs."""
@@ -95,7 +105,7 @@ class LayerStatistics:
         return power / variance if variance > 0 else math.inf
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class NoiseStatistics:
     """Per-layer noise statistics of a network for a batch of inputs, predicted or simulated.
 
@@ -180,6 +190,19 @@ class NoiseStatistics:
         frame = pd.concat(frames, ignore_index=True)
         frame["method"] = self.method
         return frame
+
+    def __repr__(self) -> str:
+        """One line: method, inputs, and every layer's (or site's) mean variance."""
+        inputs = int(self.layers[0].variance.shape[0]) if self.layers else 0
+        layers = ", ".join(
+            f"{name}: {stats.layer_variance:.4g}" for name, stats in zip(self.site_names, self.layers)
+        )
+        drawn = "" if self.repeats is None else f", {self.repeats} repeats"
+        return f"NoiseStatistics({self.method}{drawn}, {inputs} inputs; variance {layers})"
+
+    def _repr_html_(self) -> str:
+        """A table in notebooks: :meth:`summary`."""
+        return f"<p><code>{self!r}</code></p>" + self.summary().to_html(index=False)
 
     def summary(self) -> pd.DataFrame:
         """One row per layer: ``layer``, ``site``, ``neurons``, ``mean`` (average output),
