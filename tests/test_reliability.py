@@ -108,3 +108,21 @@ def test_results_print_in_one_line():
     assert "<table" in predicted._repr_html_()
     result = accuracy(net, Noise(AU=1e-3), torch.rand(5, 64), [0, 1, 2, 3, 4], repeats=10)
     assert repr(result).startswith("Accuracy(") and "montecarlo, 10 repeats; 5 images)" in repr(result)
+
+
+def test_piped_tables_keep_every_number():
+    """Through a pipe rich used to shrink a wide table to 80 columns and cut numbers to
+    ``0.002...``; the command line widens a non-terminal's tables instead."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    script = "from noiseprop.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "predict", "--width", "10", "--depth", "3", "--method",
+         "covariance", "--per-input"],
+        capture_output=True, text=True, timeout=120, check=True, env=environment,
+    )  # fmt: skip
+    assert "…" not in done.stdout and "..." not in done.stdout.replace("│   ... │", "")
+    assert max(len(line) for line in done.stdout.splitlines()) > 80

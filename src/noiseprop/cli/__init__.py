@@ -29,6 +29,16 @@ from noiseprop.cli._app import app
 __all__ = ["app", "main"]
 
 
+PIPED_WIDTH = 200
+"""Columns of the tables when the output is not a terminal (a pipe or a file): wide enough that no
+number is cut to ``0.002...`` (rich's default there is 80)."""
+
+
 def main() -> None:
     """Entry point of the ``noiseprop`` command."""
+    import os
+    import sys
+
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        os.environ["COLUMNS"] = str(PIPED_WIDTH)
     app(prog_name="noiseprop")
