@@ -48,6 +48,8 @@ def test_output_paths_are_checked_before_the_work(args, message):
          "Error: --seed: expected an integer from 0 to 2^63 - 1; got -1."),
         (["simulate", "--repeats", "99999999999999999999"], "Error: --repeats: expected an integer "
          "from 2 to 2^53"),
+        (["predict", "--width", "100000000", "--depth", "2"],
+         "Error: --width: a 100000000-wide network of depth 2 does not fit in memory"),
     ],
 )  # fmt: skip
 def test_numbers_out_of_range_are_one_line_errors(args, message):
@@ -126,3 +128,11 @@ def test_piped_tables_keep_every_number():
     )  # fmt: skip
     assert "…" not in done.stdout and "..." not in done.stdout.replace("│   ... │", "")
     assert max(len(line) for line in done.stdout.splitlines()) > 80
+
+
+def test_network_default_works_wherever_a_network_is_taken():
+    """``--network default`` (the shipped MNIST network) worked in ``mitigate`` only."""
+    for command in (["predict", "--input", "mnist:2"], ["accuracy", "--images", "mnist:20"]):
+        result = CliRunner().invoke(app, [*command, "--network", "default", "--json"])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert "784-100x2-10" in result.stdout

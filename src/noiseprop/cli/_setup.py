@@ -66,10 +66,7 @@ def build_network(
                 "give either --network or --width/--depth/--activation, not both; got --network "
                 f"with {', '.join(given)}.",
             )
-        from noiseprop import Network
-
-        with reported_as("--network"):
-            return Network.load(path), True
+        return load_network(path), True
 
     from noiseprop import parse_activation
     from noiseprop._validation import check_positive_int
@@ -83,7 +80,24 @@ def build_network(
 
     from noiseprop import Network
 
-    return Network.symmetric(width, depth, activation=act), False
+    try:
+        return Network.symmetric(width, depth, activation=act), False
+    except (RuntimeError, MemoryError) as error:  # the weights do not fit in memory
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fail("--width", f"a {width}-wide network of depth {depth} does not fit in memory ({first}).")
+
+
+def load_network(path: Path) -> Network:
+    """``--network``: a network file, or ``default`` for the shipped trained MNIST network (when no
+    file of that name exists)."""
+    from noiseprop import Network
+
+    if str(path) == "default" and not path.exists():
+        from noiseprop.training import default_network
+
+        return default_network()
+    with reported_as("--network"):
+        return Network.load(path)
 
 
 def parse_noise(text: str, injection: str | None) -> Noise:

@@ -81,10 +81,9 @@ def _classifier(path: Path | None) -> Network:
         from noiseprop.training import default_network
 
         return default_network()
-    from noiseprop.network import Network
+    from noiseprop.cli._setup import load_network
 
-    with reported_as("--network"):
-        return Network.load(path)
+    return load_network(path)
 
 
 def _images(text: str) -> tuple[Any, Any]:
