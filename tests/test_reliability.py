@@ -136,3 +136,22 @@ def test_network_default_works_wherever_a_network_is_taken():
         result = CliRunner().invoke(app, [*command, "--network", "default", "--json"])
         assert result.exit_code == 0, (result.stdout, result.stderr)
         assert "784-100x2-10" in result.stdout
+
+
+def test_a_sweep_folder_in_use_is_refused(tmp_path):
+    """Two runs on one folder both recomputed every point; the second is refused while the first
+    holds the folder's lock (``flock``, released by the system even when a run is killed), and a
+    lock file left behind by a finished run does not block the next."""
+    import fcntl
+
+    from noiseprop import sweep
+
+    grid = {"width": [3], "repeats": [100]}
+    first = sweep("symmetric", grid, output=tmp_path / "runs")
+    assert first.computed == 1 and (tmp_path / "runs" / ".noiseprop.lock").exists()
+    with open(tmp_path / "runs" / ".noiseprop.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds it
+        with pytest.raises(ValueError, match="is in use by another noiseprop run"):
+            sweep("symmetric", grid, output=tmp_path / "runs", resume=True)
+    again = sweep("symmetric", grid, output=tmp_path / "runs", resume=True)
+    assert again.computed == 0

@@ -153,44 +153,46 @@ def sweep(
         workers = check_positive_int("workers", workers)
     path = Path(output)
     manifest = {"experiment": name, "grid": {k: list(v) for k, v in grid.items()}, "seed": seed}
-    _prepare_output(path, manifest, resume)
+    path.mkdir(parents=True, exist_ok=True)
+    with _exclusive(path):
+        _prepare_output(path, manifest, resume)
 
-    for stale in (path / "points").glob(".*.tmp"):  # left by a process killed mid-write
-        stale.unlink()
-    done = {file.stem for file in (path / "points").glob("*.parquet")}
-    todo = [(point_id(p), p) for p in points if point_id(p) not in done]
-    finished = len(points) - len(todo)
-    if progress is not None:
-        progress(finished, len(points))
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // (workers or 1))
-    threads = check_positive_int("threads", threads)
+        for stale in (path / "points").glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink()
+        done = {file.stem for file in (path / "points").glob("*.parquet")}
+        todo = [(point_id(p), p) for p in points if point_id(p) not in done]
+        finished = len(points) - len(todo)
+        if progress is not None:
+            progress(finished, len(points))
+        if threads is None:
+            threads = max(1, (os.cpu_count() or 1) // (workers or 1))
+        threads = check_positive_int("threads", threads)
 
-    if todo:
-        with _client(workers, scheduler) as client:
-            from distributed import as_completed
+        if todo:
+            with _client(workers, scheduler) as client:
+                from distributed import as_completed
 
-            futures = [
-                client.submit(
-                    _run_point,
-                    function,
-                    parameters,
-                    point_seed(seed, parameters),
-                    threads,
-                    key=f"noiseprop-point-{identifier}",
-                    pure=False,
-                )  # fmt: skip
-                for identifier, parameters in todo
-            ]
-            for future in as_completed(futures):
-                _write_point(path, future.result())
-                finished += 1
-                if progress is not None:
-                    progress(finished, len(points))
+                futures = [
+                    client.submit(
+                        _run_point,
+                        function,
+                        parameters,
+                        point_seed(seed, parameters),
+                        threads,
+                        key=f"noiseprop-point-{identifier}",
+                        pure=False,
+                    )  # fmt: skip
+                    for identifier, parameters in todo
+                ]
+                for future in as_completed(futures):
+                    _write_point(path, future.result())
+                    finished += 1
+                    if progress is not None:
+                        progress(finished, len(points))
 
-    table, failures = _collect(path, points)
-    table.to_parquet(path / _RESULTS, index=False)
-    return SweepResult(table=table, failures=failures, path=path, computed=len(todo))
+        table, failures = _collect(path, points)
+        table.to_parquet(path / _RESULTS, index=False)
+        return SweepResult(table=table, failures=failures, path=path, computed=len(todo))
 
 
 def _prepare_output(path: Path, manifest: dict[str, Any], resume: bool) -> None:
@@ -206,7 +208,7 @@ def _prepare_output(path: Path, manifest: dict[str, Any], resume: bool) -> None:
                 f"resume: the sweep in {str(path)!r} has other settings ({previous}); got "
                 f"{manifest}. Resume with the same experiment, grid and seed, or use a new output."
             )
-    elif path.exists() and any(path.iterdir()):
+    elif path.exists() and any(item.name != _LOCK for item in path.iterdir()):
         raise FileExistsError(
             f"output {str(path)!r} is not empty; pass resume=True (--resume) to continue the sweep "
             "in it, or choose a new folder."
@@ -215,6 +217,34 @@ def _prepare_output(path: Path, manifest: dict[str, Any], resume: bool) -> None:
     (path / "failures").mkdir(exist_ok=True)
     if not manifest_file.exists():
         _atomic_write(manifest_file, json.dumps(manifest, indent=2).encode())
+
+
+_LOCK = ".noiseprop.lock"
+"""The lock file of a sweep's output folder: one run at a time in a folder."""
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (``flock`` on its lock file; the system releases it when
+    the process ends, even when killed) while a sweep runs there: a second run on the same folder,
+    ``resume`` or not, is refused instead of recomputing every point beside the first."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: no lock
+        yield
+        return
+    with open(path / _LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"output {str(path)!r} is in use by another noiseprop run; wait for it to finish, or "
+                "choose another folder."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @contextmanager
