@@ -48,6 +48,8 @@ def test_output_paths_are_checked_before_the_work(args, message):
          "Error: --seed: expected an integer from 0 to 2^63 - 1; got -1."),
         (["simulate", "--repeats", "99999999999999999999"], "Error: --repeats: expected an integer "
          "from 2 to 2^53"),
+        (["simulate", "--noise", "AU=1e300", "--repeats", "10", "--no-progress"],
+         "Error: --noise: noise AU=1e+300: its standard deviation overflows torch.float32"),
         (["predict", "--width", "100000000", "--depth", "2"],
          "Error: --width: a 100000000-wide network of depth 2 does not fit in memory"),
     ],

@@ -40,7 +40,7 @@ from noiseprop._validation import MAX_REPEATS, MAX_SEED, check_positive_int
 from noiseprop.activations import Activation, Linear, ReLU, Sigmoid, Tanh
 from noiseprop.model_montecarlo import sample_model, simulate_model
 from noiseprop.network import Network
-from noiseprop.noise import Noise, NoiseSpec, per_layer
+from noiseprop.noise import Noise, NoiseSpec, check_representable, per_layer
 from noiseprop.results import NoiseStatistics
 from noiseprop.sites import SiteSelector, add_noise
 
@@ -251,6 +251,7 @@ class _Setup:
         dtype = as_dtype(dtype)
         device = as_device(device)
         noises = per_layer(noise, network.depth)
+        check_representable(noises, dtype)
         weights = [
             (layer.weight.to(device, dtype), layer.bias.to(device, dtype)) for layer in network.layers
         ]

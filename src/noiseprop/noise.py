@@ -25,6 +25,7 @@ layer, or a mapping from layer number (1 = first hidden layer, ``depth`` = outpu
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -35,7 +36,7 @@ from noiseprop._validation import check_choice, check_nonnegative
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["KINDS", "Noise", "NoiseSpec", "one_per", "per_layer"]
+__all__ = ["KINDS", "Noise", "NoiseSpec", "check_representable", "one_per", "per_layer"]
 
 KINDS: tuple[str, ...] = ("AU", "AC", "MU", "MC")
 """The four kinds: additive/multiplicative, uncorrelated/correlated."""
@@ -245,6 +246,24 @@ def _show(value: float | Tensor, form: Any) -> str:
 
 NoiseSpec = Noise | Sequence[Noise] | Mapping[int, Noise]
 """A single :class:`Noise` for every layer, one per layer, or ``{layer_number: Noise}``."""
+
+
+def check_representable(noises: Sequence[Noise], dtype: Any) -> None:
+    """Refuse an intensity whose standard deviation ``sqrt(D)`` overflows the run's ``dtype`` (a
+    float32 simulation draws ``sqrt(D) eta`` in float32: ``D`` up to about 1.2e77)."""
+    import torch
+
+    largest = float(torch.finfo(dtype).max)
+    for noise in noises:
+        for kind in KINDS:
+            value = getattr(noise, kind)
+            peak = float(value.max()) if hasattr(value, "max") else float(value)
+            if math.sqrt(peak) > largest:
+                raise ValueError(
+                    f"noise {kind}={peak:g}: its standard deviation overflows {dtype} (the largest "
+                    f"variance there is about {largest**2:.2g}); simulate with dtype='float64' or a "
+                    "smaller intensity."
+                )
 
 
 def per_layer(noise: NoiseSpec, depth: int) -> tuple[Noise, ...]:

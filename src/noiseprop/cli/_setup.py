@@ -309,7 +309,7 @@ def run_simulation(
         def callback(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-    with bar:
+    with bar, reported_as("--model" if setup.is_model else "--noise"):
         return simulate(
             setup.network,
             setup.noise,
