@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from noiseprop._inputs import as_device, as_dtype
 from noiseprop._streaming import Accumulator, Workspace, chunk_repeats, chunks
 from noiseprop._validation import MAX_SEED
-from noiseprop.noise import Noise
+from noiseprop.noise import Noise, check_representable
 from noiseprop.results import NoiseStatistics
 from noiseprop.sites import SiteSelector, find_sites, noisy, site_noises
 
@@ -175,6 +175,7 @@ def model_setup(
     found = find_sites(model, sites)
     site_names = tuple(name for name, _ in found)
     noises = site_noises(noise, site_names)
+    check_representable(noises, dtype)
     with evaluating(model):
         calls, output = noise_free_calls(model, found, inputs, site_names)
         names, entry_noises, references, output_entry = entries(calls, output, site_names, noises)
