@@ -27,6 +27,7 @@ from noiseprop.cli._options import (
     WeightsOption,
     check_output_file,
     checked_repeats,
+    checked_seed,
     choice,
     fail,
     reported_as,
@@ -112,7 +113,13 @@ def train(
     learning_rate: Annotated[float, typer.Option(help="Initial learning rate.")] = 2e-3,
     schedule: Annotated[str, typer.Option(help="cosine or constant learning rate.")] = "cosine",
     optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
-    seed: SeedOption = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the initial weights, the shuffling and the training noise.",
+            callback=checked_seed,
+        ),
+    ] = 0,
     train_noise: Annotated[
         str | None,
         typer.Option(help="Noise-aware training: noise in every layer's forward pass, e.g. AU=0.05."),
