@@ -157,3 +157,14 @@ def test_a_sweep_folder_in_use_is_refused(tmp_path):
             sweep("symmetric", grid, output=tmp_path / "runs", resume=True)
     again = sweep("symmetric", grid, output=tmp_path / "runs", resume=True)
     assert again.computed == 0
+
+
+def test_images_are_also_input():
+    """``--input mnist:N`` in predict/simulate/compare, ``--images mnist:N`` in accuracy: both
+    spellings work where images are taken."""
+    for spelling in ("--images", "--input"):
+        result = CliRunner().invoke(
+            app, ["accuracy", spelling, "mnist:20", "--method", "montecarlo", "--repeats", "5", "--json"]
+        )
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert '"images": 20' in result.stdout

@@ -75,7 +75,13 @@ MitigateLayersOption = Annotated[
     ),
 ]
 ImagesOption = Annotated[
-    str, typer.Option("--images", help="Test images: 'mnist:N' for the first N MNIST test images.")
+    str,
+    typer.Option(
+        "--images",
+        "--input",
+        help="Test images: 'mnist:N' for the first N MNIST test images (--input is the same option, "
+        "as in predict, simulate and compare).",
+    ),
 ]
 RepeatsOption = Annotated[
     int,
