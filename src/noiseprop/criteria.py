@@ -571,27 +571,32 @@ def _check_fraction(value: Any) -> float:
 
 
 # -------------------------------------------------------------------------------------- plot
-def plot_noise_budget(design: Design, ax: Axes | None = None) -> Axes:
-    """Stacked bars of the noise budget: one bar per source layer, one colour per kind.
+def plot_noise_budget(design: Design | ModelDesign, ax: Axes | None = None) -> Axes:
+    """Stacked bars of the noise budget: one bar per source layer (or site call of a model), one
+    colour per kind.
 
     Kinds ``AU`` C0, ``AC`` C1, ``MU`` C2, ``MC`` C3, drawn for every kind with a non-zero
     intensity on some layer; bar heights are the first-order contributions to the output variance.
 
     Args:
-        design: a :class:`Design`.
+        design: a :class:`Design` or a :class:`ModelDesign`.
         ax: the axes to draw on (default: a new figure).
 
     Returns:
         The axes.
     """
-    if not isinstance(design, Design):
-        raise TypeError(f"design must be a Design (from noiseprop.design); got {type(design).__name__}.")
+    if not isinstance(design, (Design, ModelDesign)):
+        raise TypeError(
+            "design must be a Design or a ModelDesign (from noiseprop.design or design_model); got "
+            f"{type(design).__name__}."
+        )
     if ax is None:
         import matplotlib.pyplot as plt
 
         _, ax = plt.subplots()
     rows = design.budget.contributions
     layers = list(range(1, len(rows) + 1))
+    model = isinstance(design, ModelDesign)
     bottom = [0.0] * len(rows)
     for k, kind in enumerate(KINDS):
         if all(getattr(noise, kind) == 0 for noise in design.noise):
@@ -599,8 +604,8 @@ def plot_noise_budget(design: Design, ax: Axes | None = None) -> Axes:
         heights = [row[k] for row in rows]
         ax.bar(layers, heights, bottom=bottom, color=f"C{k}", label=kind)
         bottom = [base + height for base, height in zip(bottom, heights)]
-    ax.set_xticks(layers)
-    ax.set_xlabel("source layer")
+    ax.set_xticks(layers, list(design.calls) if model else layers)
+    ax.set_xlabel("source site" if model else "source layer")
     ax.set_ylabel("contribution to output variance")
     ax.set_title("Output noise budget (first order)")
     if ax.containers:

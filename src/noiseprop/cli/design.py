@@ -39,7 +39,7 @@ from noiseprop.cli._output import describe_noise, number, print_json, print_note
 from noiseprop.cli._setup import Setup, build_setup, read_mnist
 
 if TYPE_CHECKING:
-    from noiseprop.criteria import Design
+    from noiseprop.criteria import Design, ModelDesign
 
 TargetSnrOption = Annotated[
     float | None,
@@ -116,8 +116,6 @@ def design(
             f"needs labelled inputs: --input mnist:N (or mnist-train:N); got --input {inputs!r}.",
         )
     if figure is not None:
-        if model is not None:
-            fail("--figure", "draws a dense network's budget; with --model the budget is printed.")
         _check_figure(figure)
     if model is not None:
         given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
@@ -133,7 +131,9 @@ def design(
             labels = read_mnist(inputs)[1]
 
     if setup.is_model:
-        _design_model(setup, target_snr_db, target_accuracy, labels, check, repeats, seed, as_json)
+        _design_model(
+            setup, target_snr_db, target_accuracy, labels, check, repeats, seed, as_json, figure
+        )
         return
     from noiseprop.criteria import design as run_design
 
@@ -167,7 +167,7 @@ def design(
 
 def _design_model(
     setup: Setup, target_snr_db: float | None, target_accuracy: float | None, labels: Any,
-    check: bool, repeats: int, seed: int, as_json: bool,
+    check: bool, repeats: int, seed: int, as_json: bool, figure: Path | None,
 ) -> None:  # fmt: skip
     from rich.console import Console
     from rich.table import Table
@@ -181,10 +181,13 @@ def _design_model(
             target_snr_db=target_snr_db, target_accuracy=target_accuracy, labels=labels,
             check=check, repeats=repeats, seed=seed,
         )  # fmt: skip
+    if figure is not None:
+        _save_figure(result, figure)
     if as_json:
         print_json(
             {"model": setup.description, "input": setup.input_text,
-             "inputs": int(setup.inputs.shape[0]), **result.as_dict()}
+             "inputs": int(setup.inputs.shape[0]), **result.as_dict(),
+             "figure": None if figure is None else str(figure)}
         )  # fmt: skip
         return
     console = Console()
@@ -220,6 +223,8 @@ def _design_model(
         for kind, reason in result.refused.items()
     ]
     notes.append("output variance: average over the output elements and the inputs; " + SNR_DEFINITION)
+    if figure is not None:
+        notes.append(f"figure: {figure}")
     print_notes(console, notes)
 
 
@@ -237,7 +242,7 @@ def _check_figure(path: Path) -> None:
         fail("--figure", f"expected a file name ending in one of {suffixes}; got {str(path)!r}.")
 
 
-def _save_figure(result: Design, path: Path) -> None:
+def _save_figure(result: Design | ModelDesign, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
