@@ -53,6 +53,11 @@ def machine() -> str:
     )
 
 
+def block(title: str, text: str) -> list[str]:
+    """The lines of a section written to a generated block of its own: machine, title, text."""
+    return [machine(), "", f"### {title}", "", text]
+
+
 def write(path: Path, generated: str, section: str = "") -> None:
     """Replace the generated block of ``section`` (``""``: the main one) in ``path``, or append it."""
     begin = BEGIN if not section else BEGIN.replace(" -->", f" --only {section} -->")
@@ -123,37 +128,24 @@ def main(argv: list[str] | None = None) -> int:
         print("a torch model (the shipped CNN) against the floor:", flush=True)
         rows = models.measure(rounds=min(rounds, 3), scale=scale)
         memory = models.measure_memory((100, 1_000) if args.quick else (500, 5_000))
-        separate["models"] = [
-            machine(),
-            "",
-            "### Any torch model: the shipped CNN",
-            "",
-            models.markdown(rows, memory),
-        ]
+        separate["models"] = block("Any torch model: the shipped CNN", models.markdown(rows, memory))
     if "moments" in args.only:
         from benchmarks import moments_cost
 
         print("beyond first order against first order:", flush=True)
         images = 200 if args.quick else moments_cost.IMAGES
         rows = moments_cost.measure(rounds=min(rounds, 3), images=images)
-        separate["moments"] = [
-            machine(),
-            "",
-            "### Beyond first order against first order",
-            "",
-            moments_cost.markdown(rows, images),
-        ]
+        separate["moments"] = block(
+            "Beyond first order against first order", moments_cost.markdown(rows, images)
+        )
     if "linearised" in args.only:
         from benchmarks import linearised
 
         print("first order for any model against simulation:", flush=True)
-        separate["linearised"] = [
-            machine(),
-            "",
-            "### First order for any torch model",
-            "",
+        separate["linearised"] = block(
+            "First order for any torch model",
             linearised.markdown(linearised.measure(rounds=min(rounds, 3))),
-        ]
+        )
     if "aihwkit" in args.only:
         from benchmarks import aihwkit_side
 

@@ -36,7 +36,8 @@ from noiseprop._validation import (
     check_positive_int,
 )
 from noiseprop.analytic import propagate
-from noiseprop.model_montecarlo import as_model_inputs, model_outputs
+from noiseprop.model_analytic import linearised_model
+from noiseprop.model_montecarlo import as_model_inputs, model_outputs, runnable
 from noiseprop.moments import (
     bytes_per_input,
     conditional_moments,
@@ -318,7 +319,8 @@ def accuracy(
                 "a classifier model must output (B, K) class scores; got output shape "
                 f"{tuple(scores.shape)}."
             )
-        target = _check_labels(labels, len(x), int(scores.shape[1]))
+        classes = int(scores.shape[1])
+        target = _check_labels(labels, len(x), classes)
         x, target = x.to(device), target.to(device)
         noise_free = float((scores.argmax(-1) == target).double().mean())
     else:
@@ -349,15 +351,18 @@ def accuracy(
             images=count,
         )
     nodes = None if nodes is None else check_positive_int("nodes", nodes)
+    # (S, B): one row per scrambling
     if isinstance(network, nn.Module):
         points = points or ORTHANT_POINTS
-        by_scrambling = _predicted_model(network, noises, x, target, points, seed, batch_size, sites)
-    else:
-        sampled = predictor == "moments" and not _gaussian_logits(network, noises)
-        points = points or (SAMPLED_POINTS if sampled else ORTHANT_POINTS)
-        by_scrambling = _predicted(
-            network, noises, x, target, points, seed, batch_size, predictor, nodes
-        )  # (S, B)
+        by_scrambling = _predicted_model(
+            network, noises, x, target, classes, points, seed, batch_size, sites
+        )
+    elif predictor == "moments" and not _gaussian_logits(network, noises):
+        points = points or SAMPLED_POINTS
+        by_scrambling = _predicted_by_moments(network, noises, x, target, points, seed, nodes)
+    else:  # first order, or moments where the outputs are exactly Gaussian: the same orthant
+        points = points or ORTHANT_POINTS
+        by_scrambling = _predicted(network, noises, x, target, points, seed, batch_size)
     totals = by_scrambling.mean(1)
     return Accuracy(
         accuracy=float(totals.mean()),
@@ -494,20 +499,12 @@ def _predicted(
     points: int,
     seed: int,
     batch_size: int,
-    predictor: str = "covariance",
-    nodes: int | None = None,
 ) -> Tensor:
     """``(SCRAMBLINGS, B)`` probability that each image is classified right, one row per
-    scrambling of the Sobol points."""
-    classes = network.widths[-1]
-    if classes == 1:  # one class: always right
+    scrambling of the Sobol points: the orthant integral of the first-order Gaussian outputs."""
+    normals = _orthant_normals(network.widths[-1], points, seed, x.device)
+    if normals is None:  # one class: always right
         return torch.ones(SCRAMBLINGS, len(x), dtype=torch.float64, device=x.device)
-    if predictor == "moments" and not _gaussian_logits(network, noises):
-        return _predicted_by_moments(network, noises, x, target, points, seed, nodes)
-    normals = [
-        _sobol_normals(classes - 1, points // SCRAMBLINGS, _derived_seed(seed, index)).to(x.device)
-        for index in range(SCRAMBLINGS)
-    ]
     last = noises[-1]
     rescaled = last.MC > 0 and last.AU == 0 and last.MU == 0 and last.injection == "after"
     if rescaled:  # y = y~ (1 + xi_MC) + xi_AC: handled exactly, see accuracy()
@@ -530,6 +527,7 @@ def _predicted_model(
     noise: Any,
     x: Tensor,
     target: Tensor,
+    classes: int,
     points: int,
     seed: int,
     batch_size: int,
@@ -538,17 +536,10 @@ def _predicted_model(
     """A torch model's first-order prediction: its outputs Gaussian with the noise-free output as
     mean and the covariance of its linearisation (:mod:`noiseprop.model_analytic`), integrated over
     the orthant where class ``c`` wins, as for a network."""
-    from noiseprop.model_analytic import linearised_model
-
-    classes = int(
-        model_outputs(model, x[:1], dtype=torch.float64, device=x.device, batch_size=1).shape[1]
-    )
-    if classes == 1:
+    normals = _orthant_normals(classes, points, seed, x.device)
+    if normals is None:  # one class: always right
         return torch.ones(SCRAMBLINGS, len(x), dtype=torch.float64, device=x.device)
-    normals = [
-        _sobol_normals(classes - 1, points // SCRAMBLINGS, _derived_seed(seed, index)).to(x.device)
-        for index in range(SCRAMBLINGS)
-    ]
+    model = runnable(model, dtype=torch.float64, device=x.device)  # once, not per chunk
     parts = []
     for start in range(0, len(x), batch_size):
         chunk, labels = x[start : start + batch_size], target[start : start + batch_size]
@@ -611,7 +602,7 @@ def _predicted_by_moments(
     layer = network.layers[last]
     weight, bias = layer.weight.to(x.device), layer.bias.to(x.device)
     per_input = max(points // SCRAMBLINGS * max(network.widths) * 8 * 4,
-                    bytes_per_input(head, noises[:last], count) if head else 0)  # fmt: skip
+                    bytes_per_input(head, noises[:last], count, pairs=pairs) if head else 0)  # fmt: skip
     chunk = max(1, 2**27 // per_input)
     parts = []
     for start in range(0, len(x), chunk):
@@ -677,9 +668,7 @@ def _head_pairs(network: Network, noises: tuple[Noise, ...], last: int) -> list[
         bent = any(not step.activation.linear for step in network.layers[index + 1 : last]) or (
             noise.injection == "before" and not layer.activation.linear
         )
-        noisy_signal = any(not earlier.is_zero for earlier in noises[:index]) or (
-            noise.injection == "before" and index > 0 and not noises[index - 1].is_zero
-        )
+        noisy_signal = any(not earlier.is_zero for earlier in noises[:index])
         for kind in ("MC", "AC"):
             if noise.has(kind) and (bent or (kind == "MC" and noisy_signal)):
                 pairs.append((index, kind))
@@ -715,10 +704,10 @@ class _Points:
     adding up (a few shared coordinates would otherwise bias every image alike).
     """
 
-    shared: Tensor  # (P, S) uniforms
-    normals: Tensor  # (P, M) standard normals
-    shifts: Tensor  # (images, S) uniforms
-    signs: Tensor  # (images, M) of +-1
+    shared: Tensor  # (P, S) uniforms, float64 (rotated per image before Phi^-1)
+    normals: Tensor  # (P, M) standard normals, float32
+    shifts: Tensor  # (images, S) uniforms, float64
+    signs: Tensor  # (images, M) of +-1, float32
 
     @classmethod
     def draw(cls, widths: Sequence[int], images: int, count: int, seed: int) -> _Points:
@@ -732,15 +721,16 @@ class _Points:
                               generator=generator).clamp_(2.0**-53, 1 - 2.0**-53)  # fmt: skip
             uniform = torch.cat([uniform, more], dim=1)
         shifts = torch.rand(images, shared, dtype=torch.float64, generator=generator)
-        signs = torch.randint(0, 2, (images, rest), generator=generator).double().mul_(2).sub_(1)
-        return cls(uniform[:, :shared], torch.special.ndtri(uniform[:, shared:]), shifts, signs)
+        signs = torch.randint(0, 2, (images, rest), generator=generator).float().mul_(2).sub_(1)
+        normals = torch.special.ndtri(uniform[:, shared:]).float()
+        return cls(uniform[:, :shared], normals, shifts, signs)
 
     def of(self, start: int, stop: int, count: int) -> tuple[Tensor, Tensor, Tensor]:
         """Images ``start:stop``, the first ``count`` points: ``(shared (b, P, S) normals, normals
         (P, M), signs (b, M))``, float32."""
         moved = torch.frac(self.shared[:count] + self.shifts[start:stop, None, :])
         shared = torch.special.ndtri(moved.clamp_(2.0**-53, 1 - 2.0**-53))
-        return shared.float(), self.normals[:count].float(), self.signs[start:stop].float()
+        return shared.float(), self.normals[:count], self.signs[start:stop]
 
 
 def _wins_after(
@@ -807,6 +797,17 @@ def _noisy(
     if noise.has("AC"):
         result = torch.add(result, offset.unsqueeze(-1), alpha=math.sqrt(noise.AC))
     return result
+
+
+def _orthant_normals(classes: int, points: int, seed: int, device: torch.device) -> list[Tensor] | None:
+    """The normals of the orthant integral, one set of ``points / 8`` per scrambling, over the
+    ``classes - 1`` differences; ``None`` for one class (nothing to integrate)."""
+    if classes == 1:
+        return None
+    return [
+        _sobol_normals(classes - 1, points // SCRAMBLINGS, _derived_seed(seed, index)).to(device)
+        for index in range(SCRAMBLINGS)
+    ]
 
 
 def _sobol_normals(dimension: int, count: int, seed: int) -> Tensor:

@@ -255,10 +255,6 @@ def design(
     options = _Options.checked(
         target_snr_db, target_accuracy, labels, len(x), check, repeats, seed, sigmas, points, rtol
     )
-    target_snr_db, target_accuracy, repeats, seed, sigmas, points, rtol = (
-        options.target_snr_db, options.target_accuracy, options.repeats, options.seed,
-        options.sigmas, options.points, options.rtol,
-    )  # fmt: skip
     target = None
     if labels is not None:
         x, target = _check_data(network, x, labels)
@@ -291,25 +287,21 @@ def design(
 
     predicted_accuracy = noise_free = None
     if target is not None:
-        result = accuracy(network, noises, x, target, method="predicted", points=points, seed=seed)
+        result = accuracy(
+            network, noises, x, target, method="predicted", points=options.points, seed=options.seed
+        )
         predicted_accuracy, noise_free = result.accuracy, result.noise_free
-        if target_accuracy is not None and target_accuracy > noise_free:
-            raise ValueError(
-                f"target_accuracy must be at most the noise-free accuracy of these inputs, "
-                f"{noise_free:.6g}; got {target_accuracy!r}. No noise intensity can reach it."
-            )
+        options.within_reach(noise_free)
 
     pattern = tuple(n for n, layer in enumerate(noises, 1) if not layer.is_zero) or tuple(
         range(1, network.depth + 1)
     )
     solver = _Solver(
-        network, noises, x, target, pattern, unit, signal_power, repeats, seed, sigmas, points
-    )
-    tolerances = []
-    for criterion, value in (("snr_db", target_snr_db), ("accuracy", target_accuracy)):
-        if value is not None:
-            tolerances += [solver.solve(kind, criterion, value, rtol, check) for kind in KINDS]
-    remedies = _remedies(network, gains, deep, budget, signal_power, target_snr_db)
+        network, noises, x, target, pattern, unit, signal_power, options.repeats, options.seed,
+        options.sigmas, options.points,
+    )  # fmt: skip
+    tolerances = options.tolerances(solver)
+    remedies = _remedies(network, gains, deep, budget, signal_power, options.target_snr_db)
     return Design(
         gains=gains,
         growth=growth,
@@ -321,7 +313,7 @@ def design(
         signal_power=signal_power,
         accuracy=predicted_accuracy,
         noise_free_accuracy=noise_free,
-        tolerances=tuple(tolerances),
+        tolerances=tolerances,
         remedies=remedies,
         noise=noises,
     )
@@ -436,15 +428,11 @@ def design_model(
     options = _Options.checked(
         target_snr_db, target_accuracy, labels, len(x), check, repeats, seed, sigmas, points, rtol
     )
-    target_snr_db, target_accuracy, repeats, seed, sigmas, points, rtol = (
-        options.target_snr_db, options.target_accuracy, options.repeats, options.seed,
-        options.sigmas, options.points, options.rtol,
-    )  # fmt: skip
     exact = _exact(names)
     budget = model_budget(model, noises, x, sites=exact)
     refused: dict[str, str] = {}
     columns: dict[str, dict[str, float]] = {}
-    calls: tuple[str, ...] = ()
+    calls: dict[str, str] = {}
     for kind in KINDS:
         unit_noise = [Noise(**{kind: 1.0}, injection=site.injection) for site in noises]
         try:
@@ -462,60 +450,40 @@ def design_model(
         for call in calls
     )
     unit = torch.zeros(len(names), len(KINDS), dtype=torch.float64)
-    for call, row in zip(calls, gains):
-        unit[names.index(_module_of(call, names))] += torch.tensor(row, dtype=torch.float64)
+    for site, row in zip(calls.values(), gains):
+        unit[names.index(site)] += torch.tensor(row, dtype=torch.float64)
     unit = unit.nan_to_num(nan=0.0)
     output = model_outputs(model, x, dtype=torch.float64, device=x.device, batch_size=len(x))
     signal_power = float(output.square().mean())
     predicted_accuracy = noise_free = target = None
     if labels is not None:
         result = accuracy(
-            model, noises, x, labels, method="predicted", points=points, seed=seed, sites=exact
-        )
+            model, noises, x, labels, method="predicted", points=options.points,
+            seed=options.seed, sites=exact,
+        )  # fmt: skip
         predicted_accuracy, noise_free = result.accuracy, result.noise_free
         target = torch.as_tensor(labels).long()
-        if target_accuracy is not None and target_accuracy > noise_free:
-            raise ValueError(
-                f"target_accuracy must be at most the noise-free accuracy of these inputs, "
-                f"{noise_free:.6g}; got {target_accuracy!r}. No noise intensity can reach it."
-            )
+        options.within_reach(noise_free)
     pattern = tuple(n for n, site in enumerate(noises, 1) if not site.is_zero) or tuple(
         range(1, len(names) + 1)
     )
     solver = _Solver(
-        model, noises, x, target, pattern, unit, signal_power, repeats, seed, sigmas, points,
-        names=names, sites=exact,
+        model, noises, x, target, pattern, unit, signal_power, options.repeats, options.seed,
+        options.sigmas, options.points, names=names, sites=exact,
     )  # fmt: skip
-    tolerances = []
-    for criterion, value in (("snr_db", target_snr_db), ("accuracy", target_accuracy)):
-        if value is not None:
-            tolerances += [
-                solver.solve(kind, criterion, value, rtol, check)
-                for kind in KINDS
-                if kind not in refused
-            ]
+    tolerances = options.tolerances(solver, [kind for kind in KINDS if kind not in refused])
     return ModelDesign(
         names=names,
         noise=noises,
-        calls=calls,
+        calls=tuple(calls),
         gains=gains,
         budget=budget,
         signal_power=signal_power,
         accuracy=predicted_accuracy,
         noise_free_accuracy=noise_free,
-        tolerances=tuple(tolerances),
+        tolerances=tolerances,
         refused=refused,
     )
-
-
-def _module_of(call: str, names: tuple[str, ...]) -> str:
-    """The site module of a call name (``relu`` for ``relu#2``)."""
-    if call in names:
-        return call
-    base, _, number = call.rpartition("#")
-    if base in names and number.isdigit():
-        return base
-    raise ValueError(f"site call {call!r} belongs to none of the sites {names}.")
 
 
 @dataclass(frozen=True)
@@ -524,11 +492,28 @@ class _Options:
 
     target_snr_db: float | None
     target_accuracy: float | None
+    check: bool
     repeats: int
     seed: int
     sigmas: float
     points: int | None
     rtol: float
+
+    def within_reach(self, noise_free: float) -> None:
+        """Refuse an accuracy target above the noise-free accuracy: no intensity reaches it."""
+        if self.target_accuracy is not None and self.target_accuracy > noise_free:
+            raise ValueError(
+                f"target_accuracy must be at most the noise-free accuracy of these inputs, "
+                f"{noise_free:.6g}; got {self.target_accuracy!r}. No noise intensity can reach it."
+            )
+
+    def tolerances(self, solver: _Solver, kinds: Sequence[str] = KINDS) -> tuple[Tolerance, ...]:
+        """One :class:`Tolerance` per kind and target given."""
+        found = []
+        for criterion, value in (("snr_db", self.target_snr_db), ("accuracy", self.target_accuracy)):
+            if value is not None:
+                found += [solver.solve(kind, criterion, value, self.rtol, self.check) for kind in kinds]
+        return tuple(found)
 
     @classmethod
     def checked(
@@ -552,6 +537,7 @@ class _Options:
         return cls(
             target_snr_db=target_snr_db,
             target_accuracy=target_accuracy,
+            check=check,
             repeats=check_positive_int("repeats", repeats, minimum=2, maximum=MAX_REPEATS),
             seed=_check_seed(seed),
             sigmas=check_positive("sigmas", sigmas),

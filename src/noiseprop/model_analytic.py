@@ -20,13 +20,13 @@ How the Jacobians are taken (every input's at once; the inputs of a batch are in
 running in eval mode):
 
 * the output's covariance, ``K x K`` per input, from ``K`` vector-Jacobian products (reverse mode:
-  the inputs repeated ``K`` times, cotangent ``e_k`` on copy ``k``, one backward pass), which give
-  ``J_out,s`` for every site ``s`` at once;
+  one noise-free pass, the cotangents ``e_k`` batched by ``vmap``), which give ``J_out,s`` for every
+  site ``s`` at once;
 * every entry's per-element variance (``site_variances=True``): the correlated kinds by two
   Jacobian-vector products per site (forward mode, tangents ``sqrt(D_AC)`` and ``sqrt(D_MC) v_s``),
   the uncorrelated kinds by one forward-mode product per element of every noisy site (tangent
   ``e_j sqrt(D_AU + D_MU v_j^2)``) or one reverse-mode product per element of every entry, whichever
-  count is smaller: that count of passes, in chunks, is the cost.
+  count is smaller: that count of products, batched by ``vmap`` in chunks, is the cost.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from noiseprop.model_montecarlo import (
 )
 from noiseprop.noise import Noise
 from noiseprop.results import LayerStatistics, NoiseStatistics
-from noiseprop.sites import SiteSelector, find_sites, site_noises
+from noiseprop.sites import SiteSelector, add_noise, find_sites, site_noises
 
 __all__ = ["NotDifferentiableError", "linearised_model"]
 
@@ -76,6 +76,7 @@ class _Linearisation:
         names, entry_noises, references, self.output_entry = entries(calls, output, site_names, noises)
         self.names, self.noises, self.references = tuple(names), tuple(entry_noises), references
         self.calls = [(index, call) for index, call, _ in calls]
+        self.call_sites = {name: site_names[index] for name, (index, _) in zip(names, self.calls)}
         self.befores = [noises[index].injection == "before" for index, _ in self.calls]
         for (index, _), value, before in zip(self.calls, site_inputs, self.befores):
             if before and not (isinstance(value, Tensor) and value.is_floating_point()):
@@ -142,10 +143,9 @@ class _Linearisation:
         ]
         if not pools or all(noise.is_zero for noise in self.noises):
             return
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=self.inputs.device).manual_seed(seed)
         tangents = [
-            _random_tangent(value, noise, generator).to(value.device)
-            for value, noise in zip(self.values, self.noises)
+            _random_tangent(value, noise, generator) for value, noise in zip(self.values, self.noises)
         ]
         seen: list[tuple[str, nn.Module, Tensor, Tensor]] = []
         handles = [
@@ -180,12 +180,12 @@ class _Linearisation:
         steps). For each noisy site call, one random draw of the noise (one standard deviation) is
         pushed by forward mode and by a central difference of the model itself; a zero derivative
         where the difference moves the output is an error."""
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=self.inputs.device).manual_seed(seed)
         zeros = self.zeros()
         for position, (value, noise) in enumerate(zip(self.values, self.noises)):
             if noise.is_zero:
                 continue
-            tangent = _random_tangent(value, noise, generator).to(value.device)
+            tangent = _random_tangent(value, noise, generator)
             if not bool(tangent.any()):
                 continue
             with forward_ad.dual_level():
@@ -211,19 +211,9 @@ class _Linearisation:
 
 
 def _random_tangent(value: Tensor, noise: Noise, generator: torch.Generator) -> Tensor:
-    """One random perturbation with the noise's pattern: uncorrelated kinds independent per
-    element, correlated ones one draw per presentation."""
-    batch, shape = value.shape[0], tuple(value.shape[1:])
-    flat = value.flatten(1).cpu()
-    tangent = torch.zeros_like(flat)
-    for kind in ("AU", "MU", "AC", "MC"):
-        if not noise.has(kind):
-            continue
-        scale = _intensity(noise, kind, flat, shape).sqrt() * (flat if kind in ("MU", "MC") else 1.0)
-        draws_shape = flat.shape if kind in ("AU", "MU") else (batch, 1)
-        draws = torch.randn(draws_shape, dtype=torch.float64, generator=generator)
-        tangent = tangent + draws * scale
-    return tangent.reshape(value.shape)
+    """One random draw of the noise on ``value`` (:func:`noiseprop.sites.add_noise`, the draws of
+    the simulation): uncorrelated kinds per element, correlated ones one draw per presentation."""
+    return add_noise(value, noise, generator) - value
 
 
 def _primal_and_tangent(value: Tensor) -> tuple[Tensor, Tensor]:
@@ -273,7 +263,7 @@ def linearised_model(
     mode: str = "auto",
     device: str | torch.device = "cpu",
     max_elements: int = 2**24,
-) -> tuple[NoiseStatistics, dict[tuple[str, str], Tensor], tuple[str, ...]]:
+) -> tuple[NoiseStatistics, dict[tuple[str, str], Tensor], dict[str, str]]:
     """First-order statistics of every site and of the output of ``model`` (module docstring), and
     the output covariance split by source site and kind.
 
@@ -281,11 +271,11 @@ def linearised_model(
     ``"covariance"``, entries named as :func:`noiseprop.simulate` names them; means are the
     noise-free values, the last entry carries the ``(B, K, K)`` output covariance; the sites'
     variances are ``nan`` without ``site_variances``), ``{(site, kind): (B, K, K)}`` whose sum is
-    that covariance (``covariance=False``: the output's variance only), and the names of the site
-    calls (the entries but a separate output). ``max_elements`` bounds the
-    elements of a batch of tangents or cotangents (the perturbations of every call and the changes
-    of every entry, per tangent). ``mode``: how the sites' variances take the uncorrelated kinds,
-    ``"forward"``, ``"reverse"`` or ``"auto"`` (the one with fewer passes).
+    that covariance (``covariance=False``: the output's variance only), and ``{call: site}``, the
+    site calls (the entries but a separate output) in order, each with its site module's name.
+    ``max_elements`` bounds the elements of a batch of tangents or cotangents (the perturbations of
+    every call and the changes of every entry, per tangent). ``mode``: how the sites' variances
+    take the uncorrelated kinds, ``"forward"``, ``"reverse"`` or ``"auto"`` (fewer passes).
     """
     check_choice("mode", mode, ("auto", "forward", "reverse"))
     device = as_device(device)
@@ -325,7 +315,7 @@ def linearised_model(
     stats = NoiseStatistics(
         layers=tuple(layers), method="covariance", noise=linear.noises, names=linear.names
     )
-    return stats, budget, linear.names[: len(linear.values)]
+    return stats, budget, linear.call_sites
 
 
 # ---------------------------------------------------------------------------------- the output
@@ -415,13 +405,13 @@ def _entry_variances(linear: _Linearisation, max_elements: int, mode: str) -> li
                 for target, change in enumerate(_forward(linear, position, tangent)):
                     variances[target] += change.square().sum(0)
     else:
+        weights = {position: _uncorrelated(linear, position) for position in sources}
         for target, reference in enumerate(linear.references):
             size = reference[0].numel()
             for start in range(0, size, step):
                 count = min(step, size - start)
                 rows = _reverse(linear, target, start, count)
-                for position in sources:
-                    weight = _uncorrelated(linear, position)
+                for position, weight in weights.items():
                     contribution = (rows[position].square() * weight).sum(-1)  # (count, B)
                     variances[target][:, start : start + count] += contribution.T
     return variances

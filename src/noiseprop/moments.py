@@ -61,6 +61,7 @@ __all__ = [
     "HERMITE_NODES",
     "Conditional",
     "conditional_moments",
+    "conditioned_pairs",
     "default_nodes",
     "gaussian_moments",
     "moments",
@@ -193,6 +194,14 @@ def _correlated(network: Network, noises: tuple[Noise, ...]) -> list[tuple[int, 
     return bent_pairs
 
 
+def conditioned_pairs(
+    network: Network, noises: tuple[Noise, ...], nodes: int | None
+) -> list[tuple[int, str]]:
+    """The draws the method conditions on: :func:`_correlated`, or none with ``nodes=1`` (every
+    correlated draw then carried by its moments, one pass)."""
+    return [] if nodes == 1 else _correlated(network, noises)
+
+
 def default_nodes(dimension: int, smooth: bool = False) -> int:
     """The quadrature size used when none is given: for ``dimension`` correlated draws, a
     Gauss-Hermite rule of 32 nodes for one, a 12 x 12 grid for two, 1,024 Sobol points for more (a
@@ -252,13 +261,18 @@ def quadrature(dimension: int, nodes: int | None, seed: int) -> tuple[Tensor, Te
 
 
 def bytes_per_input(
-    network: Network, noises: tuple[Noise, ...], nodes: int, covariance: bool = True
+    network: Network,
+    noises: tuple[Noise, ...],
+    nodes: int,
+    covariance: bool = True,
+    pairs: list[tuple[int, str]] | None = None,
 ) -> int:
     """Working memory of one input at ``nodes`` quadrature nodes: ``(nodes, N, N)`` covariances
     where some noise is carried by its moments, only ``(nodes, N)`` means where every noise is a
-    conditioned correlated draw (the network is then deterministic at each node). Without
-    ``covariance`` the output layer's own noise needs no covariance (only its variance)."""
-    conditioned = set(_correlated(network, noises))
+    conditioned correlated draw (``pairs``, default :func:`_correlated`; the network is then
+    deterministic at each node). Without ``covariance`` the output layer's own noise needs no
+    covariance (only its variance)."""
+    conditioned = set(_correlated(network, noises) if pairs is None else pairs)
     feeding = noises if covariance else noises[:-1]
     moments_needed = any(
         noise.has("AU")
@@ -286,10 +300,9 @@ def conditional_moments(
     ``full``: keep every layer's conditional covariance (else only the variances are kept, and the
     last layer's covariance is not formed: ``diag(W C W^T)``). ``output_covariance``: form and keep
     the last layer's covariance all the same (what the accuracy prediction needs). ``pairs``: the
-    (layer, kind) draws to condition on, if not those of :func:`_correlated`.
+    (layer, kind) draws to condition on, if not those of :func:`conditioned_pairs`.
     """
-    pairs = _correlated(network, noises) if pairs is None else pairs
-    pairs = [] if nodes == 1 else pairs  # one node: condition on nothing
+    pairs = conditioned_pairs(network, noises, nodes) if pairs is None else pairs
     nodes = resolve_nodes(noises, len(pairs), nodes)
     draws, weights = quadrature(len(pairs), nodes, seed)
     draws, weights = draws.to(x.device), weights.to(x.device)
@@ -429,15 +442,15 @@ def moments(
 ) -> list[LayerStatistics]:
     """Every layer's mean, variance (and covariance) by the method of the module docstring, the
     inputs in chunks whose working set fits ``max_memory`` bytes."""
-    dimension = 0 if nodes == 1 else len(_correlated(network, noises))
-    nodes = resolve_nodes(noises, dimension, nodes)
-    count = len(quadrature(dimension, nodes, seed)[1])
-    per_input = bytes_per_input(network, noises, count, covariance)
+    pairs = conditioned_pairs(network, noises, nodes)
+    nodes = resolve_nodes(noises, len(pairs), nodes)
+    count = len(quadrature(len(pairs), nodes, seed)[1])
+    per_input = bytes_per_input(network, noises, count, covariance, pairs)
     # a working set that stays in cache is faster than one that fills max_memory (measured: 3x)
     chunk = max(1, min(x.shape[0], max_memory // per_input, _WORKING_SET // per_input))
     parts = [
         _combine(conditional_moments(network, noises, x[start : start + chunk], nodes=nodes,
-                                     seed=seed, full=covariance), covariance)
+                                     seed=seed, full=covariance, pairs=pairs), covariance)
         for start in range(0, x.shape[0], chunk)
     ]  # fmt: skip
     layers = []

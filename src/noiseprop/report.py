@@ -7,11 +7,13 @@ import datetime
 import html
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from noiseprop.study import Study
@@ -135,12 +137,20 @@ def draw_figures(study: Study) -> dict[str, Figure]:
         figures.plot_width(tables["width"], ax)
         ax.legend(fontsize=8)
         drawn["width"] = figure
-    if not tables.get("trained", _empty()).empty:
-        figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+
+    def per_kind(draw: Callable[[str, Axes], object], sharey: bool = False) -> Figure:
+        """One panel per kind of noise, 2 x 2, the legend in the first."""
+        figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=sharey)
         for ax, kind in zip(axes.flat, ("AU", "AC", "MU", "MC")):
-            figures.plot_trained(tables["trained"], kind, ax)
+            draw(kind, ax)
+        if sharey:
+            for ax in axes[:, 1]:
+                ax.set_ylabel("")
         axes.flat[0].legend(fontsize=8)
-        drawn["trained"] = figure
+        return figure
+
+    if not tables.get("trained", _empty()).empty:
+        drawn["trained"] = per_kind(lambda kind, ax: figures.plot_trained(tables["trained"], kind, ax))
     if not tables.get("accuracy", _empty()).empty:
         figure, ax = plt.subplots(figsize=(6.5, 4.2))
         plot_accuracy_curve(tables["accuracy"], ax=ax)
@@ -149,21 +159,14 @@ def draw_figures(study: Study) -> dict[str, Figure]:
         from noiseprop.study import BREAK, beyond_errors
 
         errors = beyond_errors(tables["beyond"])
-        figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
-        for ax, kind in zip(axes.flat, ("AU", "AC", "MU", "MC")):
-            figures.plot_beyond(errors, kind, ax, threshold=BREAK)
-        for ax in axes[:, 1]:
-            ax.set_ylabel("")
-        axes.flat[0].legend(fontsize=8)
-        drawn["beyond"] = figure
+        drawn["beyond"] = per_kind(
+            lambda kind, ax: figures.plot_beyond(errors, kind, ax, threshold=BREAK), sharey=True
+        )
     if not tables.get("cnn", _empty()).empty and not tables.get("mlp", _empty()).empty:
-        figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
-        for ax, kind in zip(axes.flat, ("AU", "AC", "MU", "MC")):
-            figures.plot_cnn_mlp(tables["cnn"], tables["mlp"], kind, ax)
-        for ax in axes[:, 1]:
-            ax.set_ylabel("")
-        axes.flat[0].legend(fontsize=8)
-        drawn["cnn"] = figure
+        drawn["cnn"] = per_kind(
+            lambda kind, ax: figures.plot_cnn_mlp(tables["cnn"], tables["mlp"], kind, ax),
+            sharey=True,
+        )
     if not tables.get("pooling", _empty()).empty and not tables.get("cnn", _empty()).empty:
         from noiseprop.study import pooling_losses
 

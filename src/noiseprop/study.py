@@ -1,8 +1,9 @@
 """The study: the experiments that make the research's case, run as sweeps, with computed findings.
 
-:func:`run_study` runs seven sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
-interruption and record failures), draws eight figures, one per finding (:mod:`noiseprop.figures`;
-``accumulation`` is drawn from the ``slopes`` sweep), and writes the report (:mod:`noiseprop.report`):
+:func:`run_study` runs eleven sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
+interruption and record failures), draws eleven figures, one per finding (:mod:`noiseprop.figures`;
+``accumulation`` is drawn from the ``slopes`` sweep, ``cnn`` from the ``cnn`` and ``mlp`` sweeps),
+and writes the report (:mod:`noiseprop.report`):
 
 1. ``layers``: variance per layer for each kind of noise in three symmetric networks (linear slope 1,
    linear slope 0.8, standard sigmoid), simulation against the closed form of docs/THEORY.md section 2;
@@ -76,8 +77,8 @@ class StudyConfig:
         mitigation_repeats: noise draws per image there.
         beyond_intensities: noise variances at which first order and the moments method are put
             beside simulation on the trained network (each kind alone in every layer).
-        beyond_images: MNIST test images there.
-        beyond_repeats: Monte Carlo repeats per image there.
+        beyond_images: MNIST test images there, and in the ``convolution`` sweep.
+        beyond_repeats: Monte Carlo repeats per image there, and in the ``convolution`` sweep.
         cnn_intensities: noise variances at which the shipped CNN and the shipped MLP are compared
             (each kind alone at the CNN's ReLU sites, at the MLP's hidden layers).
         cnn_images: MNIST test images there.
@@ -488,6 +489,17 @@ def _mean_loss(rows: pd.DataFrame) -> tuple[float, float]:
     return loss, float((rows["stderr"] ** 2).sum()) ** 0.5 / max(len(rows), 1)
 
 
+def _estimate(row: pd.Series) -> tuple[float, float]:
+    """``(loss, standard error)`` of a row of :func:`pooling_losses`."""
+    return float(row["loss"]), float(row["stderr"])
+
+
+def _difference(first: tuple[float, float], second: tuple[float, float]) -> tuple[float, float]:
+    """``first - second`` for two ``(value, standard error)`` of independent estimates, with the
+    combined standard error."""
+    return first[0] - second[0], math.hypot(first[1], second[1])
+
+
 def pooling_losses(pooling: pd.DataFrame, cnn: pd.DataFrame) -> pd.DataFrame:
     """Mean accuracy losses over the intensities (:func:`_mean_loss`): the shipped CNN of each
     pooling (``cnn``: max, ``cnn-mean``: mean) with one additive kind at ``relu1`` (pooled right
@@ -518,8 +530,7 @@ def _pooling_finding(losses: pd.DataFrame) -> str:
     for model in ("cnn", "cnn-mean"):
         for kind in ("AU", "AC"):
             before, after = table.loc[(model, kind, "relu1")], table.loc[(model, kind, "pool1")]
-            difference = after["loss"] - before["loss"]
-            stderr = (before["stderr"] ** 2 + after["stderr"] ** 2) ** 0.5
+            difference, stderr = _difference(_estimate(after), _estimate(before))
             verdict = "helps" if difference > 3 * stderr else "does not help"
             parts.append(
                 f"{names[model]} pooling, {kind}: loss {100 * before['loss']:.2f} with the noise "
@@ -527,8 +538,7 @@ def _pooling_finding(losses: pd.DataFrame) -> str:
                 f"{100 * stderr:.2f} points): {verdict}"
             )
     worse, better = table.loc[("cnn", "MU", "relu1,relu2")], table.loc[("cnn-mean", "MU", "relu1,relu2")]
-    difference = worse["loss"] - better["loss"]
-    stderr = (worse["stderr"] ** 2 + better["stderr"] ** 2) ** 0.5
+    difference, stderr = _difference(_estimate(worse), _estimate(better))
     holds = "holds" if difference > 3 * stderr else "does not hold"
     parts.append(
         f"MU: loss with max pooling {100 * worse['loss']:.2f} vs mean {100 * better['loss']:.2f} "
@@ -549,8 +559,7 @@ def cnn_losses(cnn: pd.DataFrame, mlp: pd.DataFrame) -> pd.DataFrame:
         values = {}
         for name, table in (("cnn", cnn), ("mlp", mlp)):
             values[name] = _mean_loss(table[table["kind"] == kind])
-        difference = values["cnn"][0] - values["mlp"][0]
-        combined = (values["cnn"][1] ** 2 + values["mlp"][1] ** 2) ** 0.5
+        difference, combined = _difference(values["cnn"], values["mlp"])
         rows.append({"kind": kind, "cnn_loss": values["cnn"][0], "cnn_stderr": values["cnn"][1],
                      "mlp_loss": values["mlp"][0], "mlp_stderr": values["mlp"][1],
                      "difference": difference, "stderr": combined})  # fmt: skip

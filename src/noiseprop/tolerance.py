@@ -233,9 +233,8 @@ class _Solver:
                 **self.options,
             )
             return result.accuracy, result.stderr
-        output = simulate(self.network, spec, self.x, repeats=self.repeats, seed=seed, **self.options)[
-            -1
-        ]
+        runs = simulate(self.network, spec, self.x, repeats=self.repeats, seed=seed, **self.options)
+        output = runs[-1]
         variance = output.layer_variance
         relative = (output.layer_variance_stderr or 0.0) / variance if variance > 0 else math.inf
         return 10 * math.log10(output.layer_snr), 10 / math.log(10) * relative

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from noiseprop.cli._options import fail, reported_as
-from noiseprop.cli._setup import Setup, parse_noise, read_inputs
+from noiseprop.cli._setup import Setup, build_setup, parse_noise, read_inputs
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -176,3 +176,17 @@ def describe_site_noise(names: tuple[str, ...], noises: tuple[Any, ...]) -> str:
     for name, noise in zip(names, noises):
         groups.setdefault(str(noise), []).append(name)
     return "; ".join(f"{noise} at {', '.join(where)}" for noise, where in groups.items())
+
+
+def network_or_model_setup(
+    network: Path | None, width: int | None, depth: int | None, activation: str | None,
+    model: str | None, weights: Path | None, sites: list[str] | None, noise: str,
+    injection: str | None, layers: str | None, inputs: str,
+) -> Setup:  # fmt: skip
+    """The setup of a command that takes a dense network or, with ``--model``, any torch model."""
+    if model is not None:
+        given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
+        refuse_with_model(given)
+        return build_model_setup(model, weights, sites, noise, injection, layers, inputs)
+    refuse_without_model(weights, sites)
+    return build_setup(network, width, depth, activation, noise, injection, layers or "all", inputs)

@@ -175,12 +175,23 @@ def check_output_file(option: str, path: Path, example: str = "net.safetensors")
 def checked_seed(value: int) -> int:
     """Parse-time check of every ``--seed``: from 0 to 2^63 - 1 (torch's generators are signed
     64-bit)."""
-    if not 0 <= value <= 2**63 - 1:
+    from noiseprop._validation import MAX_SEED
+
+    if not 0 <= value <= MAX_SEED:
         fail("--seed", f"expected an integer from 0 to 2^63 - 1; got {value}.")
     return value
 
 
 SeedOption = Annotated[int, typer.Option(help="Seed of the noise draws.", callback=checked_seed)]
+ImagesOption = Annotated[
+    str,
+    typer.Option(
+        "--images",
+        "--input",
+        help="Test images: 'mnist:N' for the first N MNIST test images (--input is the same option, "
+        "as in predict, simulate and compare).",
+    ),
+]
 DtypeOption = Annotated[
     str, typer.Option(help="Precision of the simulated network: float32 or float64.")
 ]

@@ -252,10 +252,9 @@ def methods_from(given: list[str] | None, setup: Setup) -> list[str]:
     return methods
 
 
-def check_simulation_options(repeats: int, dtype: str, device: str) -> None:
-    """Reject bad simulation options before any long computation."""
-    if repeats < 2:
-        fail("--repeats", f"expected an integer >= 2; got {repeats}.")
+def check_simulation_options(dtype: str, device: str) -> None:
+    """Reject bad simulation options before any long computation (``--repeats`` is checked when it
+    is parsed: :func:`noiseprop.cli._options.checked_repeats`)."""
     choice("--dtype", dtype, DTYPES)
     import torch
 

@@ -9,13 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from noiseprop.cli._app import app
-from noiseprop.cli._model import (
-    build_model_setup,
-    check_forward,
-    refuse_with_model,
-    refuse_without_model,
-    running,
-)
+from noiseprop.cli._model import check_forward, network_or_model_setup, running
 from noiseprop.cli._options import (
     SNR_DEFINITION,
     ActivationOption,
@@ -36,7 +30,7 @@ from noiseprop.cli._options import (
     reported_as,
 )
 from noiseprop.cli._output import describe_noise, number, print_json, print_notes
-from noiseprop.cli._setup import Setup, build_setup, read_mnist
+from noiseprop.cli._setup import Setup, read_mnist
 
 if TYPE_CHECKING:
     from noiseprop.criteria import Design, ModelDesign
@@ -105,10 +99,6 @@ def design(
         fail("--target-snr-db", f"expected a finite number of dB; got {target_snr_db!r}.")
     if target_accuracy is not None and not 0 < target_accuracy <= 1:
         fail("--target-accuracy", f"expected a fraction in (0, 1]; got {target_accuracy!r}.")
-    if repeats < 2:
-        fail("--repeats", f"expected an integer >= 2; got {repeats}.")
-    if seed < 0:
-        fail("--seed", f"expected an integer >= 0; got {seed}.")
     labelled = inputs.strip().lower().startswith(("mnist:", "mnist-train:"))
     if target_accuracy is not None and not labelled:
         fail(
@@ -117,14 +107,9 @@ def design(
         )
     if figure is not None:
         _check_figure(figure)
-    if model is not None:
-        given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
-        refuse_with_model(given)
-        setup = build_model_setup(model, weights, sites, noise, injection, layers, inputs)
-        check_forward(setup, "float64", "cpu")
-    else:
-        refuse_without_model(weights, sites)
-        setup = build_setup(network, width, depth, activation, noise, injection, layers or "all", inputs)
+    setup = network_or_model_setup(network, width, depth, activation, model, weights, sites, noise,
+                                   injection, layers, inputs)  # fmt: skip
+    check_forward(setup, "float64", "cpu")
     labels = None
     if labelled:
         with reported_as("--input"):

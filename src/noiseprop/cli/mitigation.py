@@ -11,6 +11,7 @@ import typer
 from noiseprop.cli._app import app
 from noiseprop.cli._options import (
     SNR_DEFINITION,
+    ImagesOption,
     InjectionOption,
     JsonOption,
     LayersOption,
@@ -74,15 +75,6 @@ MitigateLayersOption = Annotated[
         "as '1-2'. The output layer is never transformed.",
     ),
 ]
-ImagesOption = Annotated[
-    str,
-    typer.Option(
-        "--images",
-        "--input",
-        help="Test images: 'mnist:N' for the first N MNIST test images (--input is the same option, "
-        "as in predict, simulate and compare).",
-    ),
-]
 RepeatsOption = Annotated[
     int,
     typer.Option(
@@ -130,10 +122,6 @@ def mitigate(
         fail("--ghost-bias", "applies to ghost neurons only; give --ghost too.")
     if ghost_bias is not None and not math.isfinite(ghost_bias):
         fail("--ghost-bias", f"expected a finite number; got {ghost_bias}.")
-    if repeats < 2:
-        fail("--repeats", f"expected an integer >= 2; got {repeats}.")
-    if seed < 0:
-        fail("--seed", f"expected an integer >= 0; got {seed}.")
     check_output_file("--output", output)
     if not images.strip().lower().startswith(("mnist:", "mnist-train:")):
         fail("--images", f"expected 'mnist:N' (the first N test images); got {images!r}.")

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from noiseprop.cli._app import app
 from noiseprop.cli._model import (
-    build_model_setup,
     check_forward,
-    refuse_with_model,
-    refuse_without_model,
+    network_or_model_setup,
     running,
 )
 from noiseprop.cli._options import (
@@ -48,8 +45,6 @@ from noiseprop.cli._output import (
     table_notes,
 )
 from noiseprop.cli._setup import (
-    Setup,
-    build_setup,
     check_simulation_options,
     methods_from,
     run_prediction,
@@ -58,20 +53,6 @@ from noiseprop.cli._setup import (
 
 
 # ------------------------------------------------------------------------------- commands
-def _setup(
-    network: Path | None, width: int | None, depth: int | None, activation: str | None,
-    model: str | None, weights: Path | None, sites: list[str] | None, noise: str,
-    injection: str | None, layers: str | None, inputs: str,
-) -> Setup:  # fmt: skip
-    """The setup of a command that takes a dense network or, with ``--model``, any torch model."""
-    if model is not None:
-        given = {"--network": network, "--width": width, "--depth": depth, "--activation": activation}
-        refuse_with_model(given)
-        return build_model_setup(model, weights, sites, noise, injection, layers, inputs)
-    refuse_without_model(weights, sites)
-    return build_setup(network, width, depth, activation, noise, injection, layers or "all", inputs)
-
-
 @app.command()
 def predict(
     network: NetworkOption = None,
@@ -94,8 +75,8 @@ def predict(
     With --model, any torch model, linearised by automatic differentiation (first order, --method
     covariance): one row per site.
     """
-    setup = _setup(network, width, depth, activation, model, weights, sites, noise, injection,
-                   layers, inputs)  # fmt: skip
+    setup = network_or_model_setup(network, width, depth, activation, model, weights, sites, noise,
+                                   injection, layers, inputs)  # fmt: skip
     (chosen,) = methods_from([method] if method else None, setup)
     check_forward(setup, "float64", "cpu")
     with running(setup.is_model, tuple(setup.inputs.shape)):
@@ -133,9 +114,9 @@ def simulate(
 
     With --model, any torch model: noise at its sites (--sites), one row per site.
     """
-    setup = _setup(network, width, depth, activation, model, weights, sites, noise, injection,
-                   layers, inputs)  # fmt: skip
-    check_simulation_options(repeats, dtype, device)
+    setup = network_or_model_setup(network, width, depth, activation, model, weights, sites, noise,
+                                   injection, layers, inputs)  # fmt: skip
+    check_simulation_options(dtype, device)
     check_forward(setup, dtype, device)
     with running(setup.is_model, tuple(setup.inputs.shape)):
         stats = run_simulation(setup, repeats, seed, dtype, device, progress and not as_json)
@@ -177,12 +158,12 @@ def compare(
     With --model, any torch model: its linearisation (first order, --method covariance) against its
     simulation, site by site.
     """
-    setup = _setup(network, width, depth, activation, model, weights, sites, noise, injection,
-                   layers, inputs)  # fmt: skip
+    setup = network_or_model_setup(network, width, depth, activation, model, weights, sites, noise,
+                                   injection, layers, inputs)  # fmt: skip
     methods = methods_from(method, setup)
     if not (sigmas > 0 and math.isfinite(sigmas)):
         fail("--sigmas", f"expected a finite number > 0; got {sigmas!r}.")
-    check_simulation_options(repeats, dtype, device)
+    check_simulation_options(dtype, device)
     check_forward(setup, dtype, device)
     with running(setup.is_model, tuple(setup.inputs.shape)):
         # fast: fail before simulating

@@ -16,6 +16,7 @@ from noiseprop.cli._model import (
     running,
 )
 from noiseprop.cli._options import (
+    ImagesOption,
     InjectionOption,
     JsonOption,
     LayersOption,
@@ -48,18 +49,13 @@ ClassifierOption = Annotated[
         show_default=False,
     ),
 ]
-ImagesOption = Annotated[
-    str,
-    typer.Option(
-        "--images",
-        "--input",
-        help="Test images: 'mnist:N' for the first N MNIST test images (--input is the same option, "
-        "as in predict, simulate and compare).",
-    ),
-]
 AccuracyMethodOption = Annotated[
     list[str] | None,
-    typer.Option("--method", help="montecarlo and/or predicted; repeatable.", show_default="both"),
+    typer.Option(
+        "--method",
+        help="montecarlo and/or predicted (accuracy-curve: also first-order); repeatable.",
+        show_default="montecarlo and predicted",
+    ),
 ]
 RepeatsOption = Annotated[
     int, typer.Option(help="Noise draws per image (Monte Carlo).", callback=checked_repeats)
