@@ -333,8 +333,8 @@ def test_accuracy_of_a_torch_model_bad_input(test_set):
     with pytest.raises(TypeError, match="network must be a Network or a torch.nn.Module classifier"):
         accuracy("net", Noise(), images, labels)
     model = nn.Sequential(nn.Linear(784, 10), nn.ReLU())
-    with pytest.raises(ValueError, match="predictor='moments' needs a dense Network"):
-        accuracy(model, Noise(), images, labels, method="predicted", predictor="moments")
+    with pytest.raises(ValueError, match="nodes applies to a dense Network's moments predictor"):
+        accuracy(model, Noise(), images, labels, method="predicted", nodes=8)
     with pytest.raises(ValueError, match=r"must output \(B, K\) class scores; got output shape"):
         accuracy(nn.Sequential(nn.Unflatten(1, (28, 28)), nn.ReLU()), Noise(), images, labels)
     with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\)"):

@@ -223,6 +223,18 @@ def test_correlated_noise_on_the_logits_changes_no_decision():
     assert result["accuracy"] == result["noise_free"]
 
 
+def test_the_predicted_accuracy_of_a_model_goes_beyond_first_order():
+    """--method predicted on a model whose cut is narrow (noise only on the logits, ``fc``: its
+    256 inputs are the cut) runs the rest of the model at quasi-random points (--predictor moments
+    by default): correlated additive noise on the logits changes no decision at any point, so the
+    prediction equals the noise-free accuracy exactly."""
+    args = ["--sites", "fc", "--images", "mnist:40", "--noise", "AC=1", "--method", "predicted"]
+    payload = json.loads(invoke("accuracy", "--model", "cnn", *args, "--json")[0])
+    result = payload["methods"]["predicted"]
+    assert result["predictor"] == "moments" and result["points"] == 1024
+    assert result["accuracy"] == result["noise_free"] and result["stderr"] == 0
+
+
 def _pickle_that_touches(marker: Path) -> bytes:
     class Payload:
         def __reduce__(self):
@@ -268,8 +280,8 @@ def test_a_pickle_given_as_weights_is_refused_and_never_unpickled(files, tmp_pat
         (["simulate", "--model", "cnn"], "--input", "a model takes a batch of inputs"),
         (["simulate", "--model", "cnn", "--input", "1,2,3"], "--model",
          "its forward pass failed on --input of shape (1, 3) with RuntimeError"),
-        (["accuracy", "--model", "cnn", "--method", "predicted", "--predictor", "moments"],
-         "--predictor", "moments needs a dense network"),
+        (["accuracy", "--model", "cnn", "--images", "mnist:2", "--method", "predicted",
+          "--predictor", "moments"], "--predictor", "site ('relu2') as Gaussian, and that input"),
         (["accuracy", "--model", "cnn", "--network", "net.safetensors"], "--model",
          "give either --model or --network, not both"),
         (["accuracy", "--model", "cnn", "--layers", "output"], "--layers", "selects layers of a dense"),

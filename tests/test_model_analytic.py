@@ -145,7 +145,8 @@ def test_predicted_accuracy_of_a_model_equals_that_of_its_network(dense):
     network, x = dense
     labels = [0, 1, 2, 3, 0]
     noise = Noise(AU=0.05, AC=0.02)
-    ours = accuracy(network.to_torch(torch.float64), noise, x, labels, method="predicted")
+    model = network.to_torch(torch.float64)
+    ours = accuracy(model, noise, x, labels, method="predicted", predictor="covariance")
     theirs = accuracy(network, noise, x, labels, method="predicted", predictor="covariance")
     assert ours.predictor == "covariance"
     torch.testing.assert_close(ours.per_image, theirs.per_image, rtol=0, atol=1e-12)
@@ -179,8 +180,8 @@ def test_bad_input(dense):
         propagate(model, Noise(AU=1e-3), x, method="moments")
     with pytest.raises(ValueError, match="sites are for a torch model"):
         propagate(network, Noise(AU=1e-3), x, sites="1")
-    with pytest.raises(ValueError, match="predictor='moments' needs a dense Network"):
-        accuracy(model, Noise(AU=1e-3), x, [0] * 5, method="predicted", predictor="moments")
+    with pytest.raises(ValueError, match="nodes applies to a dense Network's moments predictor"):
+        accuracy(model, Noise(AU=1e-3), x, [0] * 5, method="predicted", nodes=4)
     with pytest.raises(ValueError, match="mode must be one of 'auto', 'forward', 'reverse'"):
         linearised_model(model, Noise(AU=1e-3), x, mode="sideways")
 

@@ -36,8 +36,14 @@ from noiseprop._validation import (
     check_positive_int,
 )
 from noiseprop.analytic import propagate
-from noiseprop.model_analytic import linearised_model
-from noiseprop.model_montecarlo import as_model_inputs, model_outputs, runnable
+from noiseprop.model_analytic import GaussianCut, gaussian_cut, linearised_model
+from noiseprop.model_montecarlo import (
+    as_model_inputs,
+    evaluating,
+    model_outputs,
+    outputs_from_cut,
+    runnable,
+)
 from noiseprop.moments import (
     bytes_per_input,
     conditional_moments,
@@ -70,6 +76,10 @@ REPEAT_BLOCK = 256
 """Repeats per random stream of the simulation (bounds the memory of one noisy pass)."""
 SCRAMBLINGS = 8
 """Independent scramblings of the Sobol points of the prediction (its error estimate)."""
+MAX_CUT_ELEMENTS = 512
+"""Largest input of a model's last nonlinear site call (elements per image) that
+``predictor="moments"`` takes as Gaussian: its covariance costs that many vector-Jacobian products
+and ``n x n`` entries per image, and beyond a few hundred a simulation is cheaper."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -238,8 +248,16 @@ def accuracy(
     the distribution. Check a prediction against ``method="montecarlo"`` before relying on it.
 
     Any classifier model: ``network`` may be any ``torch.nn.Module`` whose output is ``(B, K)``
-    class scores, with its noise at ``sites`` (:mod:`noiseprop.sites`), run in eval mode; only
-    ``method="montecarlo"`` applies to it (the analytic prediction needs a dense network).
+    class scores, with its noise at ``sites`` (:mod:`noiseprop.sites`), run in eval mode. Its
+    ``predictor="moments"`` takes the input of its last nonlinear site call (the cut,
+    :func:`noiseprop.model_analytic.gaussian_cut`) as Gaussian with the first-order covariance of
+    the noise before it, and runs the model from there on at the points, its noise included
+    (:func:`_predicted_model_by_moments`); that is the default where the cut has at most
+    :data:`MAX_CUT_ELEMENTS` elements per image. ``predictor="covariance"`` (the default otherwise,
+    e.g. the shipped CNN, whose cut ``relu2`` has 1,024) takes the outputs as Gaussian with the
+    covariance of the model's linearisation (:mod:`noiseprop.model_analytic`). A model whose
+    layers after the cut use a value from before it (a skip connection around the cut) is refused
+    by the first.
 
     Args:
         network: a classifier; its last layer has ``K`` outputs, one per class. Or any
@@ -250,8 +268,9 @@ def accuracy(
         sites: a model's noise sites (default: its activation modules); not for a network.
         labels: ``(B,)`` integer classes in ``[0, K)``.
         method: ``"montecarlo"`` (default) or ``"predicted"``.
-        predictor: for ``"predicted"``: ``"moments"`` (beyond first order, the default) or
-            ``"covariance"`` (first order), both described above. Measured on the shipped network
+        predictor: for ``"predicted"``: ``"moments"`` (beyond first order) or ``"covariance"``
+            (first order), both described above; default ``"moments"``, for a model only where
+            its cut is narrow enough (above). Measured on the shipped network
             (1,000 images, each kind alone at 0.01-1; README): moments within a few tenths of a
             point of simulation, first order off by up to 13 points.
         nodes: quadrature nodes over the correlated draws (``predictor="moments"``; default
@@ -297,19 +316,18 @@ def accuracy(
         )
     check_choice("method", method, METHODS)
     repeats = check_positive_int("repeats", repeats, minimum=2, maximum=MAX_REPEATS)
-    if predictor is None:  # a model is linearised (first order); a network goes beyond
-        predictor = "covariance" if isinstance(network, nn.Module) else "moments"
-    check_choice("predictor", predictor, PREDICTORS)
+    if predictor is not None:
+        check_choice("predictor", predictor, PREDICTORS)
     points = None if points is None else _check_points(points)
     seed = _check_seed(seed)
     dtype = as_dtype(dtype)
     device = as_device(device)
     batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(network, nn.Module):
-        if method == "predicted" and predictor != "covariance":
+        if nodes is not None:
             raise ValueError(
-                "predictor='moments' needs a dense Network; a torch model's accuracy is predicted "
-                "from its linearisation: predictor='covariance' (the default for a model)."
+                "nodes applies to a dense Network's moments predictor; a model's is not "
+                "conditioned on correlated draws (leave nodes out)."
             )
         noises: Any = noise
         x = as_model_inputs(images, dtype=torch.float64, device=torch.device("cpu"))
@@ -353,14 +371,26 @@ def accuracy(
     nodes = None if nodes is None else check_positive_int("nodes", nodes)
     # (S, B): one row per scrambling
     if isinstance(network, nn.Module):
-        points = points or ORTHANT_POINTS
-        by_scrambling = _predicted_model(
-            network, noises, x, target, classes, points, seed, batch_size, sites
-        )
-    elif predictor == "moments" and not _gaussian_logits(network, noises):
+        cut = gaussian_cut(network, noises, x[:1], sites=sites, device=device, moments=False)
+        if predictor is None:  # beyond first order where the cut's covariance is affordable
+            predictor = "moments" if cut.elements <= MAX_CUT_ELEMENTS else "covariance"
+        if predictor == "moments":
+            _check_cut(cut)
+            points = points or SAMPLED_POINTS
+            by_scrambling = _predicted_model_by_moments(
+                network, noises, x, target, points, seed, sites, cut
+            )
+        else:
+            points = points or ORTHANT_POINTS
+            by_scrambling = _predicted_model(
+                network, noises, x, target, classes, points, seed, batch_size, sites
+            )
+    elif (predictor or "moments") == "moments" and not _gaussian_logits(network, noises):
+        predictor = "moments"
         points = points or SAMPLED_POINTS
         by_scrambling = _predicted_by_moments(network, noises, x, target, points, seed, nodes)
     else:  # first order, or moments where the outputs are exactly Gaussian: the same orthant
+        predictor = predictor or "moments"
         points = points or ORTHANT_POINTS
         by_scrambling = _predicted(network, noises, x, target, points, seed, batch_size)
     totals = by_scrambling.mean(1)
@@ -548,6 +578,84 @@ def _predicted_model(
         )[0]
         output = statistics[-1]
         parts.append(_orthant(output.mean, output.covariance, labels, normals))
+    return torch.cat(parts, dim=1)
+
+
+def _check_cut(cut: GaussianCut) -> None:
+    if cut.elements > MAX_CUT_ELEMENTS:
+        raise ValueError(
+            f"predictor='moments' takes the input of the model's last nonlinear site call "
+            f"({cut.name!r}) as Gaussian, and that input has {cut.elements:,} elements per image, more "
+            f"than {MAX_CUT_ELEMENTS}: its covariance would cost more than a simulation. Use "
+            "predictor='covariance' (first order) or method='montecarlo'."
+        )
+
+
+def _predicted_model_by_moments(
+    model: nn.Module,
+    noise: Any,
+    x: Tensor,
+    target: Tensor,
+    points: int,
+    seed: int,
+    sites: SiteSelector,
+    cut: GaussianCut,
+) -> Tensor:
+    """A torch model's prediction beyond first order: Gaussian where it holds, exact after it.
+
+    The input ``u`` of the model's last nonlinear site call (the cut, :func:`gaussian_cut`) sums
+    the noise of the calls before it; it is taken as Gaussian, ``N(m, C)`` with the noise-free
+    ``m`` and the first-order ``C = J Cov(delta) J^T``, and from ``u`` on the model runs as it is,
+    the noise of the cut and of every later call drawn afresh, at ``points`` points per image::
+
+        p_i = E[ 1{argmax y = c} ],   u = m + R (s_i * z),   R R^T = C
+
+    with ``z`` scrambled Sobol normals (``points / 8`` per scrambling, each scrambling its own) and
+    ``s_i`` signs of image ``i``'s own. Exact up to the integration error where every noise before
+    the cut reaches it through affine maps and multiplicative noise scales noise-free signals (a
+    model's last hidden layer fed by one noisy layer); first order before the cut otherwise. The
+    images go in chunks fixed by the model's shapes and ``points`` (not by ``batch_size``), and the
+    draws of chunk ``j`` and scrambling ``s`` come from their own seed, so the result depends on
+    ``seed`` and the order of the images only.
+    """
+    model = runnable(model, dtype=torch.float64, device=x.device)
+    count = points // SCRAMBLINGS
+    elements = cut.elements
+    per_image = 8 * (2 * elements * elements + count * (elements + 2 * cut.tail_elements))
+    chunk = max(2, min(256, 2**25 // per_image))
+    shape = tuple(cut.mean.shape[1:])
+    normals = [
+        _sobol_normals(elements, count, _derived_seed(seed, index)).to(x.device)
+        for index in range(SCRAMBLINGS)
+    ]
+    signs = [
+        torch.randint(0, 2, (len(x), elements), generator=torch.Generator().manual_seed(
+            _derived_seed(seed, 100 + index))).double().mul_(2).sub_(1).to(x.device)
+        for index in range(SCRAMBLINGS)
+    ]  # fmt: skip
+    parts = []
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(x), chunk):
+            images, labels = x[start : start + chunk], target[start : start + chunk]
+            found = gaussian_cut(model, noise, images, sites=sites, device=x.device)
+            mean = found.mean.reshape(len(images), 1, elements)
+            root = None if found.covariance is None else _root(found.covariance)
+            right = torch.zeros(SCRAMBLINGS, len(images), dtype=torch.float64, device=x.device)
+            for index in range(SCRAMBLINGS):
+                values = mean.expand(-1, count, -1)
+                if root is not None:  # u = m + R (s z): (b, P, n)
+                    turned = normals[index] * signs[index][start : start + len(images), None, :]
+                    values = mean + turned @ root.mT
+                generator = torch.Generator(device=x.device).manual_seed(
+                    _derived_seed(seed, 200 + index, start)
+                )
+                outputs = outputs_from_cut(
+                    model, noise, images, values.reshape(len(images), count, *shape),
+                    calls=found.calls, position=found.position, sites=sites, generator=generator,
+                )  # fmt: skip
+                scores = outputs.reshape(len(images), count, -1)
+                right[index] = (scores.argmax(-1) == labels.unsqueeze(-1)).double().mean(-1)
+            parts.append(right)
     return torch.cat(parts, dim=1)
 
 

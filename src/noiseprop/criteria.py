@@ -332,7 +332,9 @@ class ModelDesign:
             output elements and the inputs).
         budget: the :class:`NoiseBudget` by site call and kind at the given noise.
         signal_power: ``<mean^2>`` of the output (noise-free).
-        accuracy: predicted accuracy (first order) at the given noise (with labels; else ``None``).
+        accuracy: predicted accuracy at the given noise (with labels; else ``None``): by
+            :func:`~noiseprop.accuracy`'s default predictor for a model (beyond first order where
+            the input of its last nonlinear site is narrow enough, first order otherwise).
         noise_free_accuracy: accuracy without noise (with labels; else ``None``).
         tolerances: one :class:`Tolerance` per kind and target given (``layers``: the noisy site
             modules, numbered from 1 in the order of ``names``), for the kinds that can be

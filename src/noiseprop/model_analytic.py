@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -49,15 +51,24 @@ from noiseprop.model_montecarlo import (
     noise_free_calls,
     runnable,
 )
+from noiseprop.network import ActivationModule
 from noiseprop.noise import Noise
 from noiseprop.results import LayerStatistics, NoiseStatistics
-from noiseprop.sites import SiteSelector, add_noise, find_sites, site_noises
+from noiseprop.sites import ACTIVATION_MODULES, SiteSelector, add_noise, find_sites, site_noises
 
-__all__ = ["NotDifferentiableError", "linearised_model"]
+__all__ = ["GaussianCut", "NotDifferentiableError", "gaussian_cut", "linearised_model"]
 
 
 class NotDifferentiableError(ValueError):
     """The model is not differentiable at the noise-free input in the direction of the noise."""
+
+
+class _Cut(Exception):  # noqa: N818 (control flow, not an error)
+    """Stops a pass at the cut: carries the input of the cut's site call."""
+
+    def __init__(self, value: Tensor) -> None:
+        super().__init__()
+        self.value = value
 
 
 class _Linearisation:
@@ -67,6 +78,7 @@ class _Linearisation:
     def __init__(self, model: nn.Module, noise: Any, inputs: Tensor, sites: SiteSelector) -> None:
         self.model = model
         self.inputs = inputs
+        self.cut: int | None = None  # a call whose input ends the passes (see truncate)
         found = find_sites(model, sites)
         self.modules = [module for _, module in found]
         site_names = tuple(name for name, _ in found)
@@ -89,6 +101,32 @@ class _Linearisation:
             (site_input if before else value).detach()
             for site_input, (_, _, value), before in zip(site_inputs, calls, self.befores)
         ]
+        self.site_inputs = [
+            value.detach() if isinstance(value, Tensor) else value for value in site_inputs
+        ]
+
+    def nonlinear(self, position: int) -> bool:
+        """Whether call ``position``'s site module is a nonlinear activation."""
+        module = self.modules[self.calls[position][0]]
+        if isinstance(module, ActivationModule):
+            return not module.activation.linear
+        return isinstance(module, ACTIVATION_MODULES)
+
+    def truncate(self, cut: int) -> None:
+        """Make the passes end at call ``cut``'s input: the entries become the calls before it and
+        that input (``"<name> input"``); the noise of the cut and later calls is left out."""
+        value = self.site_inputs[cut]
+        if not (isinstance(value, Tensor) and value.is_floating_point()):
+            raise TypeError(
+                f"noise site {self.names[cut]!r}: its first positional input must be a "
+                "floating-point tensor to be taken as Gaussian."
+            )
+        self.cut = cut
+        self.names = (*self.names[:cut], f"{self.names[cut]} input")
+        quiet = (Noise(),) * (len(self.values) - cut)
+        self.noises = (*self.noises[:cut], *quiet, Noise())
+        self.references = [*self.references[:cut], value]
+        self.output_entry = True
 
     def __call__(self, deltas: Sequence[Tensor]) -> list[Tensor]:
         """Every entry's value with ``deltas`` added to the site calls."""
@@ -100,6 +138,8 @@ class _Linearisation:
 
             def before(module: nn.Module, args: tuple[Any, ...], site: int = site) -> Any:
                 position = entry_of.get((site, counts[site] + 1))
+                if position is not None and position == self.cut:
+                    raise _Cut(args[0])
                 if position is None or not self.befores[position]:
                     return None
                 return (args[0] + deltas[position], *args[1:])
@@ -121,6 +161,8 @@ class _Linearisation:
             handles.append(module.register_forward_hook(after))
         try:
             output = self.model(self.inputs)
+        except _Cut as cut:
+            output = cut.value
         finally:
             for handle in handles:
                 handle.remove()
@@ -318,6 +360,78 @@ def linearised_model(
     return stats, budget, linear.call_sites
 
 
+@dataclass(frozen=True)
+class GaussianCut:
+    """The input ``u`` of a model's last nonlinear site call (the *cut*), to first order: the
+    noise-free ``mean`` and the covariance ``J Cov(delta) J^T`` of the noise of the calls before it.
+
+    Attributes:
+        position: the cut's position among the site calls (the entries of :func:`linearised_model`).
+        name: the cut call's entry name (``relu2``, ``act#3``).
+        mean: ``(B, *shape)`` noise-free input of the cut call.
+        covariance: ``(B, n, n)`` over its ``n`` elements per input; ``None`` where no noise comes
+            before the cut (``u`` is noise-free).
+        calls: ``(site, call)`` of every site call in the noise-free pass's order: the index of
+            the site (in :func:`~noiseprop.sites.find_sites` order) and which of its calls it is
+            (from 1); ``calls[position]`` is the cut.
+        tail_elements: elements per input of the site calls from the cut on and of the output: the
+            size of one presentation of the rest of the model.
+    """
+
+    position: int
+    name: str
+    mean: Tensor
+    covariance: Tensor | None
+    calls: tuple[tuple[int, int], ...]
+    tail_elements: int
+
+    @property
+    def elements(self) -> int:
+        """``n``: the elements of ``u`` per input."""
+        return self.mean[0].numel()
+
+
+def gaussian_cut(
+    model: nn.Module,
+    noise: Noise | Sequence[Noise] | Mapping[str, Noise],
+    inputs: Any,
+    *,
+    sites: SiteSelector = None,
+    device: str | torch.device = "cpu",
+    max_elements: int = 2**24,
+    moments: bool = True,
+) -> GaussianCut:
+    """The cut of ``model`` for ``inputs`` (:class:`GaussianCut`): the input of its last site call
+    whose module is a nonlinear activation (an :data:`~noiseprop.sites.ACTIVATION_MODULES` type,
+    not a linear :class:`~noiseprop.network.ActivationModule`), or of its first site call where
+    there is none. Its covariance comes from ``n`` vector-Jacobian products per input through the
+    model up to the cut (the passes stop there), in chunks of at most ``max_elements``; with
+    ``moments=False`` only the position and the noise-free ``mean`` are found (one pass).
+
+    ``u`` is exactly Gaussian with these moments where every noise before the cut reaches it
+    through affine maps and multiplicative noise scales only noise-free signals (e.g. a dense
+    network's last hidden layer fed by one noisy layer); otherwise it is the first-order Gaussian.
+    """
+    device = as_device(device)
+    max_elements = check_positive_int("max_elements", max_elements)
+    model = runnable(model, dtype=torch.float64, device=device)
+    x = as_model_inputs(inputs, dtype=torch.float64, device=device)
+    with evaluating(model), torch.no_grad():
+        linear = _Linearisation(model, noise, x, sites)
+        nonlinear = [position for position in range(len(linear.calls)) if linear.nonlinear(position)]
+        position = nonlinear[-1] if nonlinear else 0
+        name = linear.names[position]
+        tail = sum(reference[0].numel() for reference in linear.references[position:])
+        linear.truncate(position)
+        mean = linear.references[-1].double()
+        found = partial(GaussianCut, position, name, mean, calls=tuple(linear.calls), tail_elements=tail)
+        if not moments or all(noise.is_zero for noise in linear.noises):
+            return found(covariance=None)
+        linear.check_differentiable()
+        linear.check_reachable()
+        return found(covariance=sum(_output_budget(linear, max_elements).values()))
+
+
 # ---------------------------------------------------------------------------------- the output
 def _output_budget(linear: _Linearisation, max_elements: int) -> dict[tuple[str, str], Tensor]:
     """``{(site, kind): J Cov_kind(delta_s) J^T}`` for the output, from ``K`` vector-Jacobian
@@ -329,9 +443,10 @@ def _output_budget(linear: _Linearisation, max_elements: int) -> dict[tuple[str,
               for start in range(0, classes, step)]  # fmt: skip
     budget: dict[tuple[str, str], Tensor] = {}
     for position, value in enumerate(linear.values):
-        noise, name = linear.noises[position], linear.names[position]
-        if noise.is_zero:
+        noise = linear.noises[position]
+        if noise.is_zero:  # (every call from a cut on: see _Linearisation.truncate)
             continue
+        name = linear.names[position]
         jacobian = torch.cat([piece[position] for piece in pieces])  # (K, B, n)
         parts = _parts(jacobian, value.flatten(1), noise, tuple(value.shape[1:]))
         for kind, part in parts.items():

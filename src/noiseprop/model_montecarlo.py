@@ -23,6 +23,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ from noiseprop._streaming import Accumulator, Workspace, chunk_repeats, chunks
 from noiseprop._validation import MAX_SEED
 from noiseprop.noise import Noise, check_representable
 from noiseprop.results import NoiseStatistics
-from noiseprop.sites import SiteSelector, find_sites, noisy, site_noises
+from noiseprop.sites import SiteSelector, add_noise, find_sites, noisy, site_noises
 
 __all__ = [
     "ModelNoise",
@@ -43,6 +44,7 @@ __all__ = [
     "model_outputs",
     "model_setup",
     "noise_free_calls",
+    "outputs_from_cut",
     "runnable",
     "sample_model",
     "simulate_model",
@@ -391,6 +393,90 @@ def sample_model(
     ):
         output = _check_output(run.model(_repeat(inputs, repeats)))
     return output.reshape(repeats, inputs.shape[0], *output.shape[1:])
+
+
+def outputs_from_cut(
+    model: nn.Module,
+    noise: Noise | Sequence[Noise] | Mapping[str, Noise],
+    inputs: Tensor,
+    values: Tensor,
+    *,
+    calls: Sequence[tuple[int, int]],
+    position: int,
+    sites: SiteSelector,
+    generator: torch.Generator,
+) -> Tensor:
+    """The outputs ``(b, P, *output_shape)`` of ``model`` (ready to run: eval mode, its dtype and
+    device) when the input of the site call ``calls[position]`` is replaced by ``values``
+    ``(b, P, *shape)``: ``P`` presentations of each of the ``b`` inputs, each with its own noise,
+    drawn from ``generator``, at that call and at every later one (``calls``: ``(site, call)`` in
+    the noise-free pass's order, as :class:`~noiseprop.model_analytic.GaussianCut` holds them). The
+    calls before it run noise-free on the ``b`` inputs; their results are not used.
+
+    Raises:
+        ValueError: where the rest of the model uses a value computed before the cut (a skip
+            connection around it): it then no longer matches the ``b x P`` presentations.
+    """
+    found = find_sites(model, sites)
+    noises = site_noises(noise, tuple(name for name, _ in found))
+    order = {call: index for index, call in enumerate(calls)}
+    cut = calls[position]
+    if values.shape[0] == 1:  # two copies: a value from before the cut must not broadcast
+        doubled = outputs_from_cut(
+            model, noise, inputs.expand(2, *inputs.shape[1:]), values.expand(2, *values.shape[1:]),
+            calls=calls, position=position, sites=sites, generator=generator,
+        )  # fmt: skip
+        return doubled[:1]
+    batch, count = values.shape[:2]
+    counts = [0] * len(found)
+
+    def later(site: int, call: int) -> bool:
+        index = order.get((site, call))
+        if index is None:
+            raise RuntimeError(
+                f"site {found[site][0]!r} was called {call} times, more than in the noise-free "
+                "pass; a model whose forward pass changes with its input values cannot be cut."
+            )
+        return index >= position
+
+    def before(module: nn.Module, args: tuple[Any, ...], site: int) -> Any:
+        call = counts[site] + 1
+        if not later(site, call):
+            return None
+        first = values.reshape(batch * count, *values.shape[2:]) if (site, call) == cut else args[0]
+        if noises[site].injection == "before":
+            first = add_noise(first, noises[site], generator)
+        return (first, *args[1:])
+
+    def after(module: nn.Module, args: Any, output: Tensor, site: int) -> Any:
+        counts[site] += 1
+        if not later(site, counts[site]) or noises[site].injection == "before":
+            return None
+        return add_noise(output, noises[site], generator)
+
+    handles = []
+    for site, (_, module) in enumerate(found):
+        handles.append(module.register_forward_pre_hook(partial(before, site=site)))
+        handles.append(module.register_forward_hook(partial(after, site=site)))
+    try:
+        output = _check_output(model(inputs))
+    except RuntimeError as error:
+        raise ValueError(
+            f"the model after site call {found[cut[0]][0]!r} (call {cut[1]}) could not run on "
+            f"{count} presentations of each input: it seems to use a value computed before that "
+            "call (a skip connection around it), so its input alone does not determine the "
+            f"output. Use predictor='covariance' or a simulation. ({error})"
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+    if output.shape[0] != batch * count:
+        raise ValueError(
+            f"the model after site call {found[cut[0]][0]!r} returned a batch of "
+            f"{output.shape[0]} for {batch} inputs x {count} presentations; it must keep the "
+            "batch as it comes (use predictor='covariance' or a simulation)."
+        )
+    return output.reshape(batch, count, *output.shape[1:])
 
 
 def _repeat(inputs: Tensor, count: int) -> Tensor:

@@ -190,8 +190,9 @@ def accuracy(
     """Classification accuracy under noise: simulated (noise draws) and predicted (docs/THEORY.md 6).
 
     With --model, any torch classifier taking flat (batch, 784) images: noise at its sites
-    (--sites), simulated by default; --method predicted linearises it (first order, --predictor
-    covariance).
+    (--sites), simulated by default; --method predicted takes the input of its last nonlinear site
+    as Gaussian and runs the rest (--predictor moments, where that input has at most 512 elements
+    per image) or linearises it (first order, --predictor covariance, otherwise).
     """
     parsed = parse_noise(noise, injection)
     methods = _methods(method)
@@ -201,13 +202,6 @@ def accuracy(
         refuse_with_model({"--network": network}, "--network")
         refuse_layers(layers)
         methods = methods if method else ["montecarlo"]
-        if "predicted" in methods and predictor == "moments":
-            fail(
-                "--predictor",
-                "moments needs a dense network; a model's accuracy is predicted from its "
-                "linearisation: --predictor covariance (the default with --model).",
-            )
-        predictor = "covariance"
         loaded = load(model, weights, sites)
         classifier: Any = loaded.model
         described = {"model": loaded.description, "sites": list(loaded.site_names)}
@@ -228,6 +222,8 @@ def accuracy(
     from noiseprop.classification import accuracy as measure
 
     extra: dict[str, Any] = {"sites": loaded.sites} if model is not None else {}
+    if model is not None and "predicted" in methods and predictor == "moments":
+        _check_cut(classifier, spec, pixels[:1], loaded.sites)
     results = {}
     for name in methods:
         chosen_predictor = {"predictor": predictor} if name == "predicted" else {}
@@ -268,12 +264,30 @@ def accuracy(
     if "predicted" in results:
         used, how = results["predicted"].points, results["predicted"].predictor
         notes.append(
-            f"predicted (moments): Gaussian input to the last nonlinear layer, the rest integrated at "
-            f"{used} quasi-random points per image"
+            f"predicted (moments): Gaussian input to the last nonlinear "
+            f"{'site' if model is not None else 'layer'}, the rest integrated at {used} "
+            "quasi-random points per image"
             if how == "moments"
             else f"predicted (covariance): Gaussian outputs, first order, {used} quasi-random points"
         )
     print_notes(console, notes)
+
+
+def _check_cut(model: Any, noise: Any, image: Any, sites: Any) -> None:
+    """Refuse --predictor moments, before any work, where the model's cut is too wide."""
+    from noiseprop.classification import MAX_CUT_ELEMENTS
+    from noiseprop.model_analytic import gaussian_cut
+
+    with running(True, tuple(image.shape)):
+        cut = gaussian_cut(model, noise, image, sites=sites, moments=False)
+    if cut.elements > MAX_CUT_ELEMENTS:
+        fail(
+            "--predictor",
+            f"moments takes the input of the model's last nonlinear site ({cut.name!r}) as "
+            f"Gaussian, and that input has {cut.elements:,} elements per image, more than "
+            f"{MAX_CUT_ELEMENTS}: a simulation is cheaper. Use --predictor covariance (first "
+            "order) or --method montecarlo.",
+        )
 
 
 def _summary(result: Any) -> dict[str, Any]:
