@@ -390,7 +390,7 @@ def test_cli_mitigate_writes_the_network_and_reports_before_and_after(small_clas
     scores = payload["accuracy"]
     assert scores["before"]["noise_free"] == scores["after"]["noise_free"]
     for side in ("before", "after"):
-        for method in ("predicted", "simulated"):
+        for method in ("predicted", "montecarlo"):  # as accuracy --json names them
             assert 0 <= scores[side][method]["accuracy"] <= 1 and scores[side][method]["stderr"] >= 0
     stdout = " ".join(invoke(*args)[0].split())
     assert "Per-layer SNR (dB) before and after mitigation" in stdout

@@ -168,3 +168,18 @@ def test_images_are_also_input():
         )
         assert result.exit_code == 0, (result.stdout, result.stderr)
         assert '"images": 20' in result.stdout
+
+
+def test_help_texts_show_no_flag_types_and_plain_defaults():
+    """Every command's --help: a flag shows no type (``--json``, not ``--json <bool>``) and a
+    described default reads ``[default: 100]``, not ``[default: (100)]``."""
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    assert len(commands) >= 10
+    for name in commands:
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (name, result.stdout)
+        assert "<bool>" not in result.stdout and "[default: (" not in result.stdout, name
+    widths = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "symmetric network. [default: 100]" in widths

@@ -19,7 +19,7 @@ their argmax. For an image of class ``c`` the prediction is right when ``y_c > y
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -184,6 +184,7 @@ def accuracy(
     dtype: torch.dtype | str = "float32",
     device: str | torch.device = "cpu",
     batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Accuracy:
     """Fraction of images classified right (argmax of the last layer = label) under noise.
 
@@ -286,6 +287,7 @@ def accuracy(
         batch_size: images per call of :func:`noiseprop.propagate` and per noise-free pass; the
             prediction holds ``batch_size x sum_n N_n^2`` covariance entries at once. It does not
             change the result.
+        progress: called as ``progress(images_done, images)`` as the work goes on.
 
     Returns:
         An :class:`Accuracy`.
@@ -355,7 +357,7 @@ def accuracy(
         )
         noise_free = float(right.double().mean())
     if method == "montecarlo":
-        per_image = _simulated(network, noises, x, target, repeats, seed, dtype, device, sites)
+        per_image = _simulated(network, noises, x, target, repeats, seed, dtype, device, sites, progress)
         count = len(x)
         variance = (per_image * (1 - per_image)).sum() / (repeats - 1) / count**2
         return Accuracy(
@@ -378,21 +380,21 @@ def accuracy(
             _check_cut(cut)
             points = points or SAMPLED_POINTS
             by_scrambling = _predicted_model_by_moments(
-                network, noises, x, target, points, seed, sites, cut
+                network, noises, x, target, points, seed, sites, cut, progress
             )
         else:
             points = points or ORTHANT_POINTS
             by_scrambling = _predicted_model(
-                network, noises, x, target, classes, points, seed, batch_size, sites
+                network, noises, x, target, classes, points, seed, batch_size, sites, progress
             )
     elif (predictor or "moments") == "moments" and not _gaussian_logits(network, noises):
         predictor = "moments"
         points = points or SAMPLED_POINTS
-        by_scrambling = _predicted_by_moments(network, noises, x, target, points, seed, nodes)
+        by_scrambling = _predicted_by_moments(network, noises, x, target, points, seed, nodes, progress)
     else:  # first order, or moments where the outputs are exactly Gaussian: the same orthant
         predictor = predictor or "moments"
         points = points or ORTHANT_POINTS
-        by_scrambling = _predicted(network, noises, x, target, points, seed, batch_size)
+        by_scrambling = _predicted(network, noises, x, target, points, seed, batch_size, progress)
     totals = by_scrambling.mean(1)
     return Accuracy(
         accuracy=float(totals.mean()),
@@ -482,6 +484,11 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def _advance(progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
 def _derived_seed(*entropy: int) -> int:
     """A 63-bit seed from ``SeedSequence(entropy)``: independent streams for distinct entropies."""
     state = np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0]
@@ -499,6 +506,7 @@ def _simulated(
     dtype: torch.dtype,
     device: torch.device,
     sites: SiteSelector = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Per-image fraction of right draws, in blocks of ``IMAGE_BLOCK`` images x ``REPEAT_BLOCK``
     repeats, each block with its own seed."""
@@ -517,6 +525,7 @@ def _simulated(
                 sites=sites,
             )
             right[start:stop] += (outputs.argmax(-1) == target[start:stop]).sum(0)
+        _advance(progress, min(stop, len(x)), len(x))
     return right / repeats
 
 
@@ -529,6 +538,7 @@ def _predicted(
     points: int,
     seed: int,
     batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """``(SCRAMBLINGS, B)`` probability that each image is classified right, one row per
     scrambling of the Sobol points: the orthant integral of the first-order Gaussian outputs."""
@@ -549,6 +559,7 @@ def _predicted(
             lowest = _orthant(-output.mean, output.covariance, labels, normals)
             right = ((1 - flipped) * right + flipped * lowest).clamp_(0, 1)
         parts.append(right)
+        _advance(progress, start + len(chunk), len(x))
     return torch.cat(parts, dim=1)
 
 
@@ -562,6 +573,7 @@ def _predicted_model(
     seed: int,
     batch_size: int,
     sites: SiteSelector,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """A torch model's first-order prediction: its outputs Gaussian with the noise-free output as
     mean and the covariance of its linearisation (:mod:`noiseprop.model_analytic`), integrated over
@@ -578,6 +590,7 @@ def _predicted_model(
         )[0]
         output = statistics[-1]
         parts.append(_orthant(output.mean, output.covariance, labels, normals))
+        _advance(progress, start + len(chunk), len(x))
     return torch.cat(parts, dim=1)
 
 
@@ -600,6 +613,7 @@ def _predicted_model_by_moments(
     seed: int,
     sites: SiteSelector,
     cut: GaussianCut,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """A torch model's prediction beyond first order: Gaussian where it holds, exact after it.
 
@@ -656,6 +670,7 @@ def _predicted_model_by_moments(
                 scores = outputs.reshape(len(images), count, -1)
                 right[index] = (scores.argmax(-1) == labels.unsqueeze(-1)).double().mean(-1)
             parts.append(right)
+            _advance(progress, start + len(images), len(x))
     return torch.cat(parts, dim=1)
 
 
@@ -667,6 +682,7 @@ def _predicted_by_moments(
     points: int,
     seed: int,
     nodes: int | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Gaussian where it holds, exact after it (docs/THEORY.md section 6).
 
@@ -742,6 +758,7 @@ def _predicted_by_moments(
                         network, noises, last, means[node].float(), root, labels, *chosen[row]
                     )
         parts.append(right.clamp_(0, 1))
+        _advance(progress, start + len(images), len(x))
     return torch.cat(parts, dim=1)
 
 

@@ -24,8 +24,9 @@ not at all (ghosts, see :func:`add_ghosts`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -292,6 +293,7 @@ def assess(
     points: int | None = None,
     seed: int = 0,
     dtype: torch.dtype | str = "float32",
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Assessment:
     """Per-layer noise and accuracy of a classifier under noise, predicted and simulated.
 
@@ -310,16 +312,38 @@ def assess(
             :func:`~noiseprop.accuracy`).
         seed: seed of the simulations and of the prediction's scramblings.
         dtype: precision of the simulated networks.
+        progress: called as ``progress(stage, done, total)`` as each of the three long stages goes
+            on: ``"accuracy, montecarlo (images)"``, ``"noise per layer, simulated (repeats)"`` and
+            ``"accuracy, predicted (images)"``.
     """
+
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else partial(progress, name)
+
     options = {"repeats": repeats, "points": points, "seed": seed, "dtype": dtype}
     # accuracy() checks every argument before its work: errors come before the long computations
-    simulated_accuracy = accuracy(network, noise, images, labels, method="montecarlo", **options)
+    simulated_accuracy = accuracy(
+        network, noise, images, labels, method="montecarlo", progress=stage(_STAGES[0]), **options
+    )
+    simulated = simulate(
+        network, noise, images, repeats=repeats, seed=seed, dtype=dtype, progress=stage(_STAGES[1])
+    )
+    predicted_accuracy = accuracy(
+        network, noise, images, labels, method="predicted", progress=stage(_STAGES[2]), **options
+    )
     return Assessment(
         predicted=propagate(network, noise, images, method="covariance"),
-        simulated=simulate(network, noise, images, repeats=repeats, seed=seed, dtype=dtype),
-        predicted_accuracy=accuracy(network, noise, images, labels, method="predicted", **options),
+        simulated=simulated,
+        predicted_accuracy=predicted_accuracy,
         simulated_accuracy=simulated_accuracy,
     )
+
+
+_STAGES = (
+    "accuracy, montecarlo (images)",
+    "noise per layer, simulated (repeats)",
+    "accuracy, predicted (images)",
+)
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
-app = typer.Typer(
+
+class _Command(TyperCommand):
+    """A command whose help shows no type after a flag (``--json``, not ``--json <bool>``) and
+    shows a described default as ``[default: 100]``, not ``[default: (100)]``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:  # options (arguments have neither attribute)
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+            if isinstance(getattr(param, "show_default", None), str):
+                # escaped: the help is rich markup, where [default: ...] would be a tag
+                param.help = f"{param.help or ''} \\[default: {param.show_default}]".strip()
+                param.show_default = False
+        return params
+
+
+class _App(typer.Typer):
+    """The application: every command is a :class:`_Command`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     name="noiseprop",
     help="Noise propagation in deep analog neural networks: predict it, simulate it, compare the two.",
     no_args_is_help=True,

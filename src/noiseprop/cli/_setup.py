@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,35 +278,12 @@ def run_simulation(
     setup: Setup, repeats: int, seed: int, dtype: str, device: str, show_progress: bool
 ) -> NoiseStatistics:
     from noiseprop import simulate
+    from noiseprop.cli._progress import progress_rows
 
-    callback: Callable[[int, int], None] | None = None
-    bar: Any = nullcontext()
-    if show_progress:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        bar = Progress(
-            TextColumn("simulating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("repeats"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        task = bar.add_task("simulating", total=repeats)
-
-        def callback(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-    with bar, reported_as("--model" if setup.is_model else "--noise"):
+    with (
+        progress_rows(show_progress, "repeats") as update,
+        reported_as("--model" if setup.is_model else "--noise"),
+    ):
         return simulate(
             setup.network,
             setup.noise,
@@ -318,5 +293,5 @@ def run_simulation(
             seed=seed,
             dtype=dtype,
             device=device,
-            progress=callback,
+            progress=lambda done, total: update("simulating", done, total),
         )

@@ -16,6 +16,7 @@ from noiseprop.cli._options import (
     JsonOption,
     LayersOption,
     NoiseOption,
+    ProgressOption,
     SeedOption,
     check_output_file,
     checked_repeats,
@@ -23,6 +24,7 @@ from noiseprop.cli._options import (
     reported_as,
 )
 from noiseprop.cli._output import describe_noise, number, print_json, print_notes
+from noiseprop.cli._progress import progress_rows
 from noiseprop.cli._setup import parse_layers, parse_noise, read_mnist
 
 if TYPE_CHECKING:
@@ -110,6 +112,7 @@ def mitigate(
     images: ImagesOption = "mnist:1000",
     repeats: RepeatsOption = 100,
     seed: SeedOption = 0,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Transform (add_ghosts, then pool), save, and assess before and after (MITIGATE_HELP)."""
@@ -147,9 +150,15 @@ def mitigate(
     from noiseprop.mitigation import assess
     from noiseprop.noise import per_layer
 
-    with reported_as("NETWORK"):
-        before = assess(original, spec, pixels, labels, repeats=repeats, seed=seed)
-        after = assess(mitigated, spec, pixels, labels, repeats=repeats, seed=seed)
+    with reported_as("NETWORK"), progress_rows(progress and not as_json, "") as update:
+
+        def assessed(network: Network, which: str) -> Assessment:
+            def stage(name: str, done: int, total: int) -> None:
+                update(f"{which}: {name}", done, total)
+
+            return assess(network, spec, pixels, labels, repeats=repeats, seed=seed, progress=stage)
+
+        before, after = assessed(original, "before"), assessed(mitigated, "after")
     steps = mitigated.metadata["mitigation"][len(original.metadata.get("mitigation", [])) :]
     payload = _payload(original, mitigated, before, after)
     payload.update(
@@ -200,15 +209,15 @@ def _payload(
         layer = first.pop("layer")
         second.pop("layer")
         rows.append({"layer": layer, "before": first, "after": second})
-    gain = {}
-    for method in ("predicted", "simulated"):
-        ratio = getattr(after, method)[-1].layer_snr / getattr(before, method)[-1].layer_snr
+    gain = {}  # by method, named as --method names them elsewhere (accuracy, accuracy-curve)
+    for method, field in (("predicted", "predicted"), ("montecarlo", "simulated")):
+        ratio = getattr(after, field)[-1].layer_snr / getattr(before, field)[-1].layer_snr
         gain[method] = {"ratio": ratio, "db": 10 * math.log10(ratio) if ratio > 0 else -math.inf}
 
     def _accuracy(assessment: Assessment) -> dict[str, Any]:
         return {
             "predicted": _fraction(assessment.predicted_accuracy),
-            "simulated": _fraction(assessment.simulated_accuracy),
+            "montecarlo": _fraction(assessment.simulated_accuracy),
             "noise_free": assessment.simulated_accuracy.noise_free,
         }
 
@@ -257,7 +266,7 @@ def _print_tables(payload: dict[str, Any], noises: tuple[Any, ...]) -> None:
     table = Table(title=f"Accuracy on {payload['images']} MNIST test images")
     for column in ("method", "before", "after", "change", "noise-free"):
         table.add_column(column, justify="right")
-    for method in ("predicted", "simulated"):
+    for method in ("predicted", "montecarlo"):
         first, second = scores["before"][method], scores["after"][method]
         table.add_row(
             method,
@@ -275,7 +284,7 @@ def _print_tables(payload: dict[str, Any], noises: tuple[Any, ...]) -> None:
             f"mitigation: {_describe_steps(payload['mitigation'])}",
             f"noise (variances): {describe_noise(noises)}",
             f"output SNR gain: {gain['predicted']['ratio']:.3g}x predicted, "
-            f"{gain['simulated']['ratio']:.3g}x simulated",
+            f"{gain['montecarlo']['ratio']:.3g}x simulated (montecarlo)",
             f"{payload['repeats']} noise draws per image (seed {payload['seed']}); ± one standard "
             "error given the images",
             SNR_DEFINITION,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,7 @@ from noiseprop.cli._options import (
     ModelLayersOption,
     ModelOption,
     NoiseOption,
+    ProgressOption,
     SeedOption,
     SitesOption,
     WeightsOption,
@@ -34,6 +36,7 @@ from noiseprop.cli._options import (
     reported_as,
 )
 from noiseprop.cli._output import describe_noise, number, print_json, print_notes, records
+from noiseprop.cli._progress import progress_rows
 from noiseprop.cli._setup import parse_layers, parse_noise, read_mnist
 
 if TYPE_CHECKING:
@@ -72,7 +75,7 @@ PredictorOption = Annotated[
     typer.Option(
         help="How --method predicted integrates: moments (beyond first order: Gaussian input to "
         "the last nonlinear layer, the rest exact) or covariance (first order: Gaussian outputs).",
-        show_default="moments; covariance with --model",
+        show_default="moments; for a --model only where its last nonlinear site takes <= 512 elements",
     ),
 ]
 METHODS = ("predicted", "montecarlo")
@@ -185,6 +188,7 @@ def accuracy(
     points: PointsOption = None,
     predictor: PredictorOption = None,
     seed: SeedOption = 0,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Classification accuracy under noise: simulated (noise draws) and predicted (docs/THEORY.md 6).
@@ -225,13 +229,14 @@ def accuracy(
     if model is not None and "predicted" in methods and predictor == "moments":
         _check_cut(classifier, spec, pixels[:1], loaded.sites)
     results = {}
-    for name in methods:
-        chosen_predictor = {"predictor": predictor} if name == "predicted" else {}
-        with reported_as("--method"), running(model is not None, tuple(pixels.shape)):
-            results[name] = measure(
-                classifier, spec, pixels, labels, method=name, repeats=repeats, points=points,
-                seed=seed, **extra, **chosen_predictor,
-            )  # fmt: skip
+    with progress_rows(progress and not as_json, "images") as update:
+        for name in methods:
+            chosen_predictor = {"predictor": predictor} if name == "predicted" else {}
+            with reported_as("--method"), running(model is not None, tuple(pixels.shape)):
+                results[name] = measure(
+                    classifier, spec, pixels, labels, method=name, repeats=repeats, points=points,
+                    seed=seed, progress=partial(update, name), **extra, **chosen_predictor,
+                )  # fmt: skip
     if as_json:
         print_json(
             {
