@@ -183,3 +183,30 @@ def test_help_texts_show_no_flag_types_and_plain_defaults():
         assert "<bool>" not in result.stdout and "[default: (" not in result.stdout, name
     widths = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).stdout
     assert "symmetric network. [default: 100]" in widths
+
+
+def test_ctrl_c_stops_a_sweep_cleanly_and_keeps_its_points(tmp_path):
+    """SIGINT (Ctrl-C) once the first point is written: exit code 130, no traceback, a line that
+    says the finished points are kept and how to finish the rest, and those points on disk."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    binary = Path(sys.executable).parent / "noiseprop"
+    output = tmp_path / "sweep"
+    grid = ["--grid", "depth=2,3,4,5,6,7,8,9", "--set", "repeats=2000000", "--set", "width=50"]
+    process = subprocess.Popen(
+        [str(binary), "sweep", "symmetric", "--output", str(output), *grid, "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    points = output / "points"
+    while process.poll() is None and not (points.is_dir() and any(points.glob("*.parquet"))):
+        time.sleep(0.05)
+    assert process.poll() is None, "the sweep ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"interrupted: every finished point is kept in {output}; run the same command" in stderr
+    assert 1 <= len(list(points.glob("*.parquet"))) < 8

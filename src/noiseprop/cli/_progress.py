@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
 
 Update = Callable[[str, int, int], None]
 """``update(stage, done, total)``: how far a stage of the work is (its row appears on first call)."""
@@ -45,3 +51,18 @@ def progress_rows(show: bool, unit: str) -> Iterator[Update]:
 
     with bar:
         yield update
+
+
+@contextmanager
+def resumable(output: Path) -> Iterator[None]:
+    """On Ctrl-C, say that the finished points are kept in ``output`` and how to compute only the
+    rest, and exit with :data:`EXIT_INTERRUPTED` (no traceback)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(
+            f"\ninterrupted: every finished point is kept in {output}; run the same command with "
+            "--resume to compute only the rest.",
+            err=True,
+        )
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None

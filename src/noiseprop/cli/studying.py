@@ -18,6 +18,7 @@ from noiseprop.cli._options import (
     reported_as,
 )
 from noiseprop.cli._output import print_json, records
+from noiseprop.cli._progress import progress_rows, resumable
 
 
 @app.command()
@@ -38,26 +39,18 @@ def study(
     """Run the study (symmetric networks, slope criterion, width, a trained MNIST network, accuracy
     under noise) and write a self-contained HTML report with its figures and computed findings."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from noiseprop.study import StudyConfig, run_study
 
     config = StudyConfig.full() if full else StudyConfig.quick()
-    bar = Progress(
-        TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
-        TimeElapsedColumn(), console=Console(stderr=True), disable=as_json or not progress,
-    )  # fmt: skip
-    tasks: dict[str, int] = {}
-
-    def advance(name: str, done: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = bar.add_task(name, total=total)
-        bar.update(tasks[name], completed=done, total=total)
-
-    with bar, reported_as("--scheduler" if scheduler else "--output"):
+    with (
+        progress_rows(progress and not as_json, "points") as update,
+        resumable(output),
+        reported_as("--scheduler" if scheduler else "--output"),
+    ):
         result = run_study(
             config, output=output, seed=seed, resume=resume, workers=workers, scheduler=scheduler,
-            progress=advance,
+            progress=update,
         )  # fmt: skip
     if as_json:
         print_json(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from noiseprop.cli._options import (
     reported_as,
 )
 from noiseprop.cli._output import print_json, print_notes, records
+from noiseprop.cli._progress import progress_rows, resumable
 
 
 def parse_value(text: str) -> Any:
@@ -98,23 +100,17 @@ def sweep(
         fail("--grid", f"experiment {experiment!r} takes {', '.join(known)}; got unknown {unknown}.")
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from noiseprop.sweeps import sweep as run_sweep
 
-    bar = Progress(
-        TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
-        TimeElapsedColumn(), console=Console(stderr=True), disable=as_json or not progress,
-    )  # fmt: skip
-    task = bar.add_task("sweep", total=None)
-
-    def advance(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    with bar, reported_as("--scheduler" if scheduler else "--output"):
+    with (
+        progress_rows(progress and not as_json, "points") as update,
+        resumable(output),
+        reported_as("--scheduler" if scheduler else "--output"),
+    ):
         result = run_sweep(
             experiment, points, output=output, seed=seed, resume=resume, workers=workers,
-            scheduler=scheduler, progress=advance,
+            scheduler=scheduler, progress=partial(update, "sweep"),
         )  # fmt: skip
     failed = len(result.failures)
     if as_json:
