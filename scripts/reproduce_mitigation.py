@@ -1,4 +1,4 @@
-"""Reproduce the direction of the published mitigation result (SCIENCE.md section 5).
+"""Reproduce the direction of the published mitigation result (docs/THEORY.md sections 7 and 9).
 
 Usage::
 

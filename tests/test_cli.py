@@ -1,6 +1,6 @@
 """Tests for the ``noiseprop`` command line (noiseprop.cli).
 
-Reference values come from SCIENCE.md section 2, derived here, not from program output. Linear
+Reference values come from docs/THEORY.md section 2, derived here, not from program output. Linear
 symmetric network (slope 1, no bias, weights 1/N), additive noise, noise-free input: the layer average
 ``s_n`` gains ``D_AC + D_AU/N`` of variance in every layer (correlated noise passes whole, uncorrelated
 noise is averaged over N neurons), so ``Var s_n = n (D_AC + D_AU/N)``; every neuron of layer n receives

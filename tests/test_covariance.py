@@ -1,4 +1,4 @@
-"""The covariance recursion (SCIENCE.md section 3) against Monte Carlo and exact linear results."""
+"""The covariance recursion (docs/THEORY.md section 3) against Monte Carlo and exact linear results."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def test_random_network_all_kinds_agrees_with_monte_carlo(injection, seed):
 
 
 def test_random_network_at_1e_3_is_within_two_percent(seed):
-    """At 1e-3 of every kind the first-order truncation shows (SCIENCE.md: about 1-2 %)."""
+    """At 1e-3 of every kind the first-order truncation shows (docs/THEORY.md section 3: an error of
+    higher order in the noise); within 2 % here."""
     net = Network.random([8, 30, 20, 20, 5], SMOOTH, seed=3)
     noise = Noise(AU=1e-3, AC=1e-3, MU=1e-3, MC=1e-3)
     x = _inputs(16, 8)

@@ -1,6 +1,6 @@
 """Design criteria (noiseprop.criteria): verdicts, limits, noise budget, tolerable noise, remedies, CLI.
 
-Reference values are derived here from SCIENCE.md, not taken from the program. Symmetric network
+Reference values are derived here from docs/THEORY.md, not taken from the program. Symmetric network
 (``N`` neurons, weights ``1/N``, no bias), linear ``f(x) = a x + c``: the layer average has mean
 ``mu`` and variance ``v`` with (exact)::
 
@@ -178,7 +178,7 @@ def test_first_order_total_is_propagate_for_additive_noise(injection):
 
 
 def test_the_dominant_source_is_found():
-    """Rows of the next weights that sum to zero block correlated additive noise (SCIENCE.md section 4):
+    """Rows of the next weights that sum to zero block correlated additive noise (docs/THEORY.md section 3):
     a huge AC on layer 1 contributes nothing, and its small AU (through rows of squared norm 2)
     dominates."""
     first = Layer(torch.eye(3), torch.zeros(3), "linear")

@@ -1,4 +1,4 @@
-"""Invariances of SCIENCE.md section 4, exact in both the prediction and the simulation."""
+"""Invariances of docs/THEORY.md sections 3 and 6, exact in both the prediction and the simulation."""
 
 from __future__ import annotations
 

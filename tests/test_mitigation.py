@@ -1,4 +1,4 @@
-"""Mitigation as network transforms: pooling and ghost neurons (SCIENCE.md section 5).
+"""Mitigation as network transforms: pooling and ghost neurons (docs/THEORY.md section 7).
 
 Expected values are derived here from the original network's weights, not from the transforms'
 output. A hidden layer ``n`` with noise after the activation and a noise-free previous layer hands
@@ -489,7 +489,8 @@ def test_ghosts_and_pooling_lift_the_accuracy_of_the_shipped_network(shipped, se
 
 @pytest.mark.slow
 def test_ghosts_and_pooling_reproduce_the_direction_of_the_published_result(shipped, seed):
-    """SCIENCE.md section 5: 92.07 % -> 97.49 % with ghosts + pooling, fourfold output SNR gain.
+    """The published result (docs/THEORY.md section 9): 92.07 % -> 97.49 % with ghosts + pooling,
+    fourfold output SNR gain.
 
     Shipped network, first 2000 test images (noise-free 97.4 %), AU = AC = 0.0225 on both hidden
     layers: simulated accuracy about 92 %; after ghosts + pooling by 4 about 96.5 %. The thresholds

@@ -47,7 +47,7 @@ def _conv_net() -> nn.Sequential:
 
 def _by_hand(model: nn.Sequential, x: torch.Tensor, noise: Noise) -> np.ndarray:
     """Exact variance of conv 2's output when the sigmoid outputs s carry ``noise``: conv 2 is
-    linear, ``z[o,i,j] = sum_{c,u,v} W[o,c,u,v] y[c,i+u,j+v] + b[o]``, so with SCIENCE.md section 1
+    linear, ``z[o,i,j] = sum_{c,u,v} W[o,c,u,v] y[c,i+u,j+v] + b[o]``, so with docs/THEORY.md section 1
 
         Var z = sum_{c,u,v} W^2 (s^2 D_MU + D_AU) + D_MC (sum W s)^2 + D_AC (sum W)^2
 

@@ -1,4 +1,4 @@
-"""The exact one-neuron identities of SCIENCE.md section 1, for a random noise-free response.
+"""The exact one-neuron identities of docs/THEORY.md section 1, for a random noise-free response.
 
 Layer 1 (one linear neuron with additive noise D0) makes the response ``s`` of layer 2 random:
 ``s_i = w_i y1 + c_i`` with ``E[s_i] = w_i m + c_i``, ``Var[s_i] = w_i^2 D0`` and

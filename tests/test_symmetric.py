@@ -1,4 +1,4 @@
-"""Symmetric networks (SCIENCE.md section 2): closed forms derived here, independently of the code.
+"""Symmetric networks (docs/THEORY.md section 2): closed forms derived here, independently of the code.
 
 Every layer has N neurons, every weight 1/N, no bias; the layer average ``s_n`` has mean ``mu_n`` and
 variance ``v_n``. For a linear activation ``f(x) = a x + c`` (exact)::
@@ -142,7 +142,7 @@ def test_sigmoid_bound_in_simulation(seed):
 
 def test_slope_one_sigmoid_is_where_first_order_theory_fails():
     """Gain 4 centred on 0.5: slope exactly 1 at the fixed point 0.5. The linear theory predicts
-    linear growth; saturation of the real sigmoid bends it below (SCIENCE.md section 2)."""
+    linear growth; saturation of the real sigmoid bends it below (docs/THEORY.md section 2)."""
     net = Network.symmetric(width=1, depth=40, activation="sigmoid:gain=4,centre=0.5")
     noise = Noise(AC=2e-3)
     predicted = propagate(net, noise, 0.5, method="symmetric")
