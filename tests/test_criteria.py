@@ -178,9 +178,9 @@ def test_first_order_total_is_propagate_for_additive_noise(injection):
 
 
 def test_the_dominant_source_is_found():
-    """Rows of the next weights that sum to zero block correlated additive noise (docs/THEORY.md section 3):
-    a huge AC on layer 1 contributes nothing, and its small AU (through rows of squared norm 2)
-    dominates."""
+    """Rows of the next weights that sum to zero block correlated additive noise (docs/THEORY.md
+    section 3): a huge AC on layer 1 contributes nothing, and its small AU (through rows of squared
+    norm 2) dominates."""
     first = Layer(torch.eye(3), torch.zeros(3), "linear")
     second = Layer([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]], [0.0, 0.0], "linear")
     net = Network((first, second))
