@@ -52,6 +52,10 @@ def test_output_paths_are_checked_before_the_work(args, message):
          "Error: --noise: noise AU=1e+300: its standard deviation overflows torch.float32"),
         (["predict", "--width", "100000000", "--depth", "2"],
          "Error: --width: a 100000000-wide network of depth 2 does not fit in memory"),
+        (["accuracy", "--images", "mnist:20000"],  # was silently cut to the 10,000 there are
+         "Error: --images: the MNIST test set has 10,000 images; got 'mnist:20000'"),
+        (["predict", "--network", "default", "--input", "mnist-train:70000"],
+         "Error: --input: the MNIST train set has 60,000 images; got 'mnist-train:70000'."),
     ],
 )  # fmt: skip
 def test_numbers_out_of_range_are_one_line_errors(args, message):

@@ -164,6 +164,13 @@ def read_mnist(text: str) -> tuple[Any, Any]:
     from noiseprop.datasets import mnist
 
     images, labels = mnist().scaled(split)
+    if number is not None and number > len(images):
+        raise ValueError(
+            f"the MNIST {split} set has {len(images):,} images; got {text!r} (give N <= "
+            f"{len(images)}, or 'mnist-train:N' for up to 60,000 training images)."
+            if split == "test"
+            else f"the MNIST {split} set has {len(images):,} images; got {text!r}."
+        )
     return images[:number], labels[:number]
 
 
