@@ -7,16 +7,27 @@ import re
 import pandas as pd
 import pytest
 
-from noiseprop.experiments import convolution_mean_field
+from noiseprop.experiments import convolution_mean_field, injection_accuracy, noise_aware_accuracy
 from noiseprop.noise import KINDS
 from noiseprop.report import FIGURES
-from noiseprop.study import StudyConfig, _cnn_finding, cnn_losses, run_study
+from noiseprop.study import (
+    StudyConfig,
+    _aware_finding,
+    _cnn_finding,
+    _injection_finding,
+    aware_gains,
+    cnn_losses,
+    injection_losses,
+    run_study,
+)
 
 TINY = StudyConfig(
     width=6, depth=6, repeats=600, slopes=(0.5, 1.0), accumulation_slopes=(0.5, 1.0), widths=(4, 8),
     width_depth=4, trained_images=8, trained_repeats=200, accuracy_images=40, accuracy_repeats=10,
     accuracy_intensities=(0.01, 0.3), mitigation_images=30, mitigation_repeats=10, mitigation_factor=2,
     cnn_intensities=(0.1, 1.0), cnn_images=20, cnn_repeats=10, beyond_images=4, beyond_repeats=300,
+    injection_images=20, injection_repeats=4, aware_epochs=1, aware_train_size=1000, aware_images=20,
+    aware_repeats=4,
 )  # fmt: skip
 
 
@@ -80,6 +91,72 @@ def test_cnn_directions_from_hand_made_tables():
     assert "AU: mean loss CNN 19.00 vs MLP 8.00 points, difference +11.00 ± 1.00" in text
     verdicts = re.findall(r"'[^']+' (holds|does not hold)", text)
     assert verdicts == ["holds", "does not hold", "holds", "holds"]
+
+
+def _injection_table(losses: dict[tuple[str, str, str, int], float]) -> pd.DataFrame:
+    """Rows of the ``injection`` sweep with the given losses (noise-free 0.99, stderr 0.005)."""
+    return pd.DataFrame(
+        [{"kind": kind, "injection": injection, "layer": layer, "pool": pool,
+          "accuracy": 0.99 - loss, "stderr": 0.005, "noise_free": 0.99}
+         for (kind, injection, layer, pool), loss in losses.items()]
+    )  # fmt: skip
+
+
+def test_injection_directions_from_hand_made_tables():
+    """Losses by hand, the same on both layers unless said: AU 0.20 after, 0.01 before; MU 0.05
+    after, 0.08 before; AC and MC 0.1 either way; AU after split 0.30 (layer 1) and 0.10 (layer 2).
+    Every row has standard error 0.005: a mean over the two layers has 0.005/sqrt(2), a difference
+    of two such means 0.005 (0.50 points), a difference of two rows 0.005 sqrt(2) (0.71 points).
+    Pooling halves AU and MU everywhere and leaves AC and MC as they are (over both injections and
+    layers: standard error 0.0025 per mean of four rows, 0.35 points for the difference)."""
+    base = {("AU", "after"): 0.2, ("AU", "before"): 0.01, ("MU", "after"): 0.05,
+            ("MU", "before"): 0.08, ("AC", "after"): 0.1, ("AC", "before"): 0.1,
+            ("MC", "after"): 0.1, ("MC", "before"): 0.1}  # fmt: skip
+    losses = {}
+    for (kind, injection), loss in base.items():
+        for layer in ("1", "2"):
+            split = loss + (0.1 if layer == "1" else -0.1) * (kind == "AU" and injection == "after")
+            losses[(kind, injection, layer, 1)] = split
+            losses[(kind, injection, layer, 4)] = split / 2 if kind in ("AU", "MU") else split
+    text = _injection_finding(injection_losses(_injection_table(losses)))
+    assert "before hurts less than after (loss after - before): AU +19.00 ± 0.50 points (holds)" in text
+    assert "MU -3.00 ± 0.50 points (does not hold)" in text
+    assert "AU - MU +15.00 ± 0.50 points (holds), AC - MC +0.00 ± 0.50 points (does not hold)" in text
+    assert "(loss 1 - 2, after): AU +20.00 ± 0.71 points (holds), AC +0.00" in text
+    assert "pooling x4 helps before and after (loss without - with): AU after +10.00 ± 0.50" in text
+    assert "one draw shared by every copy: AC +0.00 ± 0.35 points (none, as expected)" in text
+
+
+def test_noise_aware_directions_from_hand_made_tables():
+    """Control and aware accuracies by hand (stderr 0.003 each, so 0.0042 combined): AU +5, AC +3,
+    MU +0.5 points (within 3 standard errors: "raises" does not hold), MC +0.4 points (below one
+    point: "barely matters" holds)."""
+    control = {"AU": 0.80, "AC": 0.85, "MU": 0.90, "MC": 0.88}
+    gains = {"AU": 0.05, "AC": 0.03, "MU": 0.005, "MC": 0.004}
+    rows = [{"trained_with": "none", "kind": kind, "accuracy": value, "stderr": 0.003,
+             "noise_free": 0.95} for kind, value in control.items()]  # fmt: skip
+    for trained in KINDS:
+        rows += [{"trained_with": trained, "kind": kind,
+                  "accuracy": control[kind] + (gains[kind] if kind == trained else -0.1),
+                  "stderr": 0.003, "noise_free": 0.95} for kind in KINDS]  # fmt: skip
+    table = aware_gains(pd.DataFrame(rows))
+    assert table.loc["AU", "gain"] == pytest.approx(0.05)
+    text = _aware_finding(table)
+    assert "AU: 80.00% -> 85.00% (+5.00 ± 0.42 points): 'raises accuracy' holds" in text
+    assert re.findall(r"' (holds|does not hold)", text) == ["holds", "holds", "does not hold", "holds"]
+
+
+def test_correlated_noise_is_untouched_by_pooling_and_zero_noise_by_training():
+    """Two exact properties of the new experiments: pooling copies every hidden neuron, and the
+    copies share a layer's correlated draw, so AC gives the same accuracy pooled or not, draw for
+    draw; and training with noise of intensity 0 is training without noise."""
+    plain, pooled = (injection_accuracy(seed=2, kind="AC", intensity=0.5, layer="1", pool=pool,
+                                        images=30, repeats=6) for pool in (1, 4))  # fmt: skip
+    assert plain.equals(pooled) and plain["accuracy"].iloc[0] < plain["noise_free"].iloc[0]
+    small = {"intensity": 0.0, "epochs": 1, "train_size": 500, "images": 20, "repeats": 2}
+    assert noise_aware_accuracy(seed=1, trained_with="none", **small).equals(
+        noise_aware_accuracy(seed=1, trained_with="AU", **small)
+    )
 
 
 def test_correlated_noise_through_a_convolution_is_the_per_channel_sum():

@@ -394,3 +394,82 @@ def convolution_mean_field(
         "simulated": output.layer_variance, "stderr": output.layer_variance_stderr,
         "meanfield": meanfield, "per_channel": per_channel,
     }])  # fmt: skip
+
+
+INJECTION_LAYERS = ("1", "2", "hidden")
+"""Where the ``injection`` experiment puts its noise: the first or the second hidden layer of the
+shipped 784-100-100-10 network, or both."""
+
+
+@experiment("injection")
+def injection_accuracy(
+    *,
+    seed: int,
+    network: str = "default",
+    kind: str = "AU",
+    intensity: float = 0.3,
+    injection: str = "after",
+    layer: str = "hidden",
+    pool: int = 1,
+    images: int = 300,
+    repeats: int = 40,
+) -> pd.DataFrame:
+    """Simulated accuracy of a classifier with one kind of noise on one of its hidden layers
+    (``layer``: ``"1"``, ``"2"``, ... or ``"hidden"`` for all of them), injected ``"before"`` or
+    ``"after"`` the activation (docs/THEORY.md section 1), in the network as it is (``pool=1``) or
+    with every hidden neuron pooled ``pool`` times (:func:`noiseprop.pool`: the same noise-free
+    function, each copy with noise of its own). One row: ``accuracy, stderr, noise_free`` of
+    :func:`noiseprop.accuracy` (``method="montecarlo"``)."""
+    from noiseprop.classification import accuracy
+    from noiseprop.mitigation import pool as pooled
+    from noiseprop.noise import KINDS, Noise
+
+    check_choice("kind", kind, KINDS)
+    check_choice("injection", injection, ("after", "before"))
+    classifier = _classifier(network)
+    hidden = tuple(str(index) for index in range(1, classifier.depth))
+    check_choice("layer", layer, (*hidden, "hidden"))
+    if pool > 1:
+        classifier = pooled(classifier, pool)
+    noise = Noise(**{kind: intensity}, injection=injection)
+    chosen = range(1, classifier.depth) if layer == "hidden" else [int(layer)]
+    pixels, labels = _test_images(images)
+    result = accuracy(classifier, noise.on_layers(chosen), pixels, labels, repeats=repeats, seed=seed)
+    return pd.DataFrame(
+        [{"accuracy": result.accuracy, "stderr": result.stderr, "noise_free": result.noise_free}]
+    )
+
+
+@experiment("aware")
+def noise_aware_accuracy(
+    *,
+    seed: int,
+    trained_with: str = "none",
+    intensity: float = 0.3,
+    epochs: int = 3,
+    train_size: int = 20_000,
+    images: int = 500,
+    repeats: int = 50,
+) -> pd.DataFrame:
+    """Noise-aware training (docs/THEORY.md section 7): a 784-100-100-10 sigmoid classifier trained
+    (:func:`noiseprop.train`, ``epochs`` over the first ``train_size`` training images, seed
+    ``seed``) with noise of kind ``trained_with`` at ``intensity`` on every layer, or without
+    (``"none"``: the control, trained alike), then its simulated accuracy under each kind of noise
+    at that intensity on every layer. One row per kind tested: ``kind, accuracy, stderr,
+    noise_free``."""
+    from noiseprop.classification import accuracy
+    from noiseprop.noise import KINDS, Noise
+    from noiseprop.training import TrainConfig, train
+
+    check_choice("trained_with", trained_with, ("none", *KINDS))
+    training_noise = None if trained_with == "none" else Noise(**{trained_with: intensity})
+    config = TrainConfig(epochs=epochs, train_size=train_size, seed=seed, train_noise=training_noise)
+    network = train(config)
+    pixels, labels = _test_images(images)
+    rows = []
+    for kind in KINDS:
+        result = accuracy(network, Noise(**{kind: intensity}), pixels, labels, repeats=repeats,
+                          seed=seed)  # fmt: skip
+        rows.append({"kind": kind, "accuracy": result.accuracy, "stderr": result.stderr,
+                     "noise_free": result.noise_free})  # fmt: skip
+    return pd.DataFrame(rows)

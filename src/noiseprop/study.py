@@ -83,6 +83,16 @@ class StudyConfig:
             (each kind alone at the CNN's ReLU sites, at the MLP's hidden layers).
         cnn_images: MNIST test images there.
         cnn_repeats: noise draws per image there.
+        injection_intensity: noise variance of the ``injection`` sweep (each kind alone on one
+            hidden layer of the trained network, before or after the activation, pooled or not).
+        injection_pool: the pooling factor compared there with no pooling.
+        injection_images: MNIST test images there.
+        injection_repeats: noise draws per image there.
+        aware_intensity: noise variance of noise-aware training and of its test (``aware``).
+        aware_epochs: training epochs of each network there.
+        aware_train_size: training images there.
+        aware_images: MNIST test images there.
+        aware_repeats: noise draws per image there.
     """
 
     width: int = 20
@@ -98,7 +108,7 @@ class StudyConfig:
     trained_repeats: int = 2000
     accuracy_images: int = 500
     accuracy_repeats: int = 50
-    accuracy_intensities: tuple[float, ...] = (0.01, 0.1, 1.0)
+    accuracy_intensities: tuple[float, ...] = (0.003, 0.007, 0.015, 0.03, 0.07, 0.15, 0.3, 0.7, 1.5, 3.0)
     mitigation_noise: tuple[float, float] = (0.0225, 0.0225)
     mitigation_factor: int = 4
     mitigation_images: int = 500
@@ -109,14 +119,26 @@ class StudyConfig:
     cnn_intensities: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     cnn_images: int = 300
     cnn_repeats: int = 40
+    injection_intensity: float = 0.3
+    injection_pool: int = 4
+    injection_images: int = 300
+    injection_repeats: int = 40
+    aware_intensity: float = 0.3
+    aware_epochs: int = 3
+    aware_train_size: int = 20_000
+    aware_images: int = 500
+    aware_repeats: int = 50
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "repeats", "width_depth", "trained_images", "trained_repeats",
                      "accuracy_images", "accuracy_repeats", "mitigation_images",
                      "mitigation_repeats", "beyond_images", "beyond_repeats", "cnn_images",
-                     "cnn_repeats"):  # fmt: skip
+                     "cnn_repeats", "injection_pool", "injection_images", "injection_repeats",
+                     "aware_train_size", "aware_images", "aware_repeats"):  # fmt: skip
             check_positive_int(f"StudyConfig.{name}", getattr(self, name), minimum=2)
-        check_positive("StudyConfig.intensity", self.intensity, "variance")
+        check_positive_int("StudyConfig.aware_epochs", self.aware_epochs)
+        for name in ("intensity", "injection_intensity", "aware_intensity"):
+            check_positive(f"StudyConfig.{name}", getattr(self, name), "variance")
         check_positive_int("StudyConfig.mitigation_factor", self.mitigation_factor)
         if len(tuple(self.mitigation_noise)) != 2:
             raise ValueError(
@@ -154,10 +176,11 @@ class StudyConfig:
             slopes=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2),
             widths=(5, 10, 20, 50, 100, 200, 500), width_depth=20,
             trained_images=1000, trained_repeats=20_000, accuracy_images=10_000, accuracy_repeats=200,
-            accuracy_intensities=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+            accuracy_intensities=tuple(float(f"{10 ** (k / 6 - 3):.3g}") for k in range(22)),
             mitigation_images=10_000, mitigation_repeats=200,
             cnn_intensities=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), cnn_images=10_000,
-            cnn_repeats=200,
+            cnn_repeats=200, injection_images=10_000, injection_repeats=200, aware_epochs=15,
+            aware_train_size=60_000, aware_images=10_000, aware_repeats=200,
         )  # fmt: skip
 
 
@@ -226,6 +249,17 @@ def sweeps(config: StudyConfig) -> dict[str, tuple[str, dict[str, list[Any]]]]:
         "convolution": ("convolution", {
             "kind": ["AU", "AC"], "layer": ["conv2", "fc"], "intensity": [config.intensity],
             "images": [config.beyond_images], "repeats": [config.beyond_repeats],
+        }),
+        "injection": ("injection", {
+            "network": [config.network], "kind": list(KINDS),
+            "intensity": [config.injection_intensity], "injection": ["after", "before"],
+            "layer": ["1", "2"], "pool": [1, config.injection_pool],
+            "images": [config.injection_images], "repeats": [config.injection_repeats],
+        }),
+        "aware": ("aware", {
+            "trained_with": ["none", *KINDS], "intensity": [config.aware_intensity],
+            "epochs": [config.aware_epochs], "train_size": [config.aware_train_size],
+            "images": [config.aware_images], "repeats": [config.aware_repeats],
         }),
         "mitigation": ("mitigation", {
             "network": [config.network], "transform": ["none", "ghosts", "pool", "ghosts+pool"],
@@ -442,6 +476,10 @@ def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, 
         result["convolution"] = _convolution_finding(tables["convolution"])
     if not tables.get("pooling", pd.DataFrame()).empty and not tables.get("cnn", pd.DataFrame()).empty:
         result["pooling"] = _pooling_finding(pooling_losses(tables["pooling"], tables["cnn"]))
+    if not tables.get("injection", pd.DataFrame()).empty:
+        result["injection"] = _injection_finding(injection_losses(tables["injection"]))
+    if not tables.get("aware", pd.DataFrame()).empty:
+        result["aware"] = _aware_finding(aware_gains(tables["aware"]))
     return result
 
 
@@ -592,6 +630,124 @@ def _cnn_finding(losses: pd.DataFrame) -> str:
             f"{kind}: mean loss CNN {100 * row['cnn_loss']:.2f} vs MLP {100 * row['mlp_loss']:.2f} "
             f"points, difference {100 * difference:+.2f} ± {100 * stderr:.2f}: "
             f"'{claim}' {'holds' if holds else 'does not hold'}"
+        )
+    return "; ".join(parts)
+
+
+def injection_losses(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``injection`` sweep as accuracy losses: per (kind, injection, layer, pool), ``loss =
+    noise_free - accuracy`` and its standard error."""
+    losses = table.assign(loss=table["noise_free"] - table["accuracy"])
+    return losses[["kind", "injection", "layer", "pool", "loss", "stderr"]].reset_index(drop=True)
+
+
+def _averaged(losses: pd.DataFrame, **where: Any) -> tuple[float, float]:
+    """``(mean loss, its standard error)`` over the rows of :func:`injection_losses` matching
+    ``where`` (e.g. over both hidden layers)."""
+    rows = losses
+    for column, value in where.items():
+        rows = rows[rows[column] == value]
+    return float(rows["loss"].mean()), float((rows["stderr"] ** 2).sum()) ** 0.5 / max(len(rows), 1)
+
+
+def _verdict(difference: float, stderr: float) -> str:
+    return "holds" if difference > 3 * stderr else "does not hold"
+
+
+def _points(difference: float, stderr: float) -> str:
+    return f"{100 * difference:+.2f} ± {100 * stderr:.2f} points"
+
+
+def _gap(larger: tuple[float, float], smaller: tuple[float, float]) -> str:
+    """``larger - smaller`` of two ``(loss, standard error)``, in points, and whether it is beyond
+    3 standard errors (the direction "larger hurts more" holds)."""
+    difference, stderr = _difference(larger, smaller)
+    return f"{_points(difference, stderr)} ({_verdict(difference, stderr)})"
+
+
+def _injection_finding(losses: pd.DataFrame) -> str:
+    """The four directions of the research line on noise before and after the activation, each
+    tested per kind on the mean loss over the two hidden layers (or per layer), a difference beyond
+    3 standard errors in the stated direction holding it: (1) noise before the activation hurts
+    less than after it; (2) after it, multiplicative noise hurts less than additive; (3) noise in
+    the first hidden layer hurts more than in the second; (4) pooling helps, before and after
+    alike (uncorrelated kinds; correlated noise is one draw shared by every copy, which pooling
+    cannot average: its change is reported, expected to be nil)."""
+    pooled = int(losses["pool"].max())
+    plain, pooled_rows = losses[losses["pool"] == 1], losses[losses["pool"] == pooled]
+    after = {kind: _averaged(plain, kind=kind, injection="after") for kind in KINDS}
+    before = {kind: _averaged(plain, kind=kind, injection="before") for kind in KINDS}
+    parts = [
+        "before hurts less than after (loss after - before): "
+        + ", ".join(f"{kind} {_gap(after[kind], before[kind])}" for kind in KINDS),
+        "after it, multiplicative hurts less than additive (loss difference): "
+        + ", ".join(f"{add} - {mult} {_gap(after[add], after[mult])}"
+                    for add, mult in (("AU", "MU"), ("AC", "MC"))),
+    ]  # fmt: skip
+    first, second = (
+        {kind: _averaged(plain, kind=kind, injection="after", layer=layer) for kind in KINDS}
+        for layer in ("1", "2")
+    )
+    parts.append("the first hidden layer hurts more than the second (loss 1 - 2, after): "
+                 + ", ".join(f"{kind} {_gap(first[kind], second[kind])}" for kind in KINDS))  # fmt: skip
+    pooling = []
+    for injection in ("after", "before"):
+        for kind in ("AU", "MU"):
+            without = _averaged(plain, kind=kind, injection=injection)
+            with_pooling = _averaged(pooled_rows, kind=kind, injection=injection)
+            pooling.append(f"{kind} {injection} {_gap(without, with_pooling)}")
+    shared = []
+    for kind in ("AC", "MC"):
+        difference, stderr = _difference(_averaged(plain, kind=kind), _averaged(pooled_rows, kind=kind))
+        effect = "none, as expected" if abs(difference) <= 3 * stderr else "an effect"
+        shared.append(f"{kind} {_points(difference, stderr)} ({effect})")
+    parts.append(
+        f"pooling x{pooled} helps before and after (loss without - with): " + ", ".join(pooling)
+        + "; on correlated noise, one draw shared by every copy: " + ", ".join(shared)
+    )  # fmt: skip
+    return "; ".join(parts)
+
+
+def aware_gains(table: pd.DataFrame) -> pd.DataFrame:
+    """Per kind, the accuracy under that kind of noise of the network trained with it and of the
+    control trained without noise, and the gain (aware - control) with its standard error
+    (given the trained networks: the evaluation's error only)."""
+    rows = []
+    control = table[table["trained_with"] == "none"].set_index("kind")
+    for kind in KINDS:
+        aware = table[(table["trained_with"] == kind) & (table["kind"] == kind)]
+        if aware.empty or kind not in control.index:
+            continue
+        trained, plain = aware.iloc[0], control.loc[kind]
+        rows.append({
+            "kind": kind, "aware": trained["accuracy"], "aware_stderr": trained["stderr"],
+            "control": plain["accuracy"], "control_stderr": plain["stderr"],
+            "gain": trained["accuracy"] - plain["accuracy"],
+            "stderr": math.hypot(trained["stderr"], plain["stderr"]),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("kind")
+
+
+AWARE_BARELY = 0.01
+"""A gain of accuracy below which noise-aware training "barely matters" (one point)."""
+
+
+def _aware_finding(gains: pd.DataFrame) -> str:
+    """'Training with noise raises accuracy under that noise for every kind except correlated
+    multiplicative, where it barely matters': a gain beyond 3 standard errors for AU, AC and MU,
+    and for MC a gain below :data:`AWARE_BARELY` (or within 3 standard errors)."""
+    parts = []
+    for kind, row in gains.iterrows():
+        gain, stderr = float(row["gain"]), float(row["stderr"])
+        if kind == "MC":
+            holds = gain < AWARE_BARELY or abs(gain) <= 3 * stderr
+            claim = "barely matters"
+        else:
+            holds = gain > 3 * stderr
+            claim = "raises accuracy"
+        parts.append(
+            f"{kind}: {100 * row['control']:.2f}% -> {100 * row['aware']:.2f}% "
+            f"({_points(gain, stderr)}): '{claim}' {'holds' if holds else 'does not hold'}"
         )
     return "; ".join(parts)
 
