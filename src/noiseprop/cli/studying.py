@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,10 +15,14 @@ from noiseprop.cli._options import (
     SchedulerOption,
     SeedOption,
     WorkersOption,
+    fail,
     reported_as,
 )
 from noiseprop.cli._output import print_json, records
 from noiseprop.cli._progress import progress_rows, resumable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @app.command()
@@ -35,9 +39,18 @@ def study(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted study.")] = False,
     progress: ProgressOption = True,
     as_json: JsonOption = False,
+    pdf: Annotated[
+        bool,
+        typer.Option(
+            "--pdf",
+            help="Also print the report to report.pdf beside report.html, with headless Chromium "
+            "(apt-get install chromium, or set NOISEPROP_CHROMIUM).",
+        ),
+    ] = False,
 ) -> None:
     """Run the study (symmetric networks, slope criterion, width, a trained MNIST network, accuracy
-    under noise) and write a self-contained HTML report with its figures and computed findings."""
+    under noise) and write a self-contained HTML report with its figures and computed findings;
+    with --pdf, a PDF of the report too."""
     from rich.console import Console
 
     from noiseprop.study import StudyConfig, run_study
@@ -52,18 +65,19 @@ def study(
             config, output=output, seed=seed, resume=resume, workers=workers, scheduler=scheduler,
             progress=update,
         )  # fmt: skip
+    printed, pdf_error = _print_pdf(result.report) if pdf else (None, None)
     if as_json:
         print_json(
             {
                 "report": str(result.report),
+                "pdf": None if printed is None else str(printed),
                 "figures": {name: str(path) for name, path in result.figures.items()},
                 "findings": result.findings,
                 "disagreements": len(result.disagreements),
                 "failures": records(result.failures.drop(columns="traceback", errors="ignore")),
             }
         )
-        if not result.failures.empty:
-            raise typer.Exit(code=EXIT_FAILED_POINTS)
+        _exit_on_failures(result.failures, pdf_error)
         return
     console = Console()
     for name, finding in result.findings.items():
@@ -78,5 +92,26 @@ def study(
     console.print(
         f"report: [link=file://{result.report.resolve()}]{result.report}[/link]", highlight=False
     )
-    if not result.failures.empty:
+    if printed is not None:
+        console.print(f"PDF: [link=file://{printed.resolve()}]{printed}[/link]", highlight=False)
+    _exit_on_failures(result.failures, pdf_error)
+
+
+def _print_pdf(report: Path) -> tuple[Path | None, str | None]:
+    """Print ``report`` to ``report.pdf`` beside it: ``(the PDF's path, None)``, or ``(None, why it
+    could not)`` when there is no browser or it failed (the study's files are kept either way)."""
+    from noiseprop.browser import BrowserError, print_pdf
+
+    try:
+        return print_pdf(report, report.with_suffix(".pdf")), None
+    except (BrowserError, OSError) as error:
+        return None, " ".join(f"could not write the PDF of {report}: {error}".split())
+
+
+def _exit_on_failures(failures: pd.DataFrame, pdf_error: str | None) -> None:
+    """Exit with code 2 and one line naming --pdf if the PDF failed, else with
+    :data:`EXIT_FAILED_POINTS` if some of the study's points failed."""
+    if pdf_error is not None:
+        fail("--pdf", pdf_error)
+    if not failures.empty:
         raise typer.Exit(code=EXIT_FAILED_POINTS)
