@@ -160,21 +160,25 @@ def _check_subset(name: str, values: Any, allowed: Sequence[str]) -> list[str]:
     return items
 
 
-def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Draw an :func:`accuracy_curve` frame: accuracy against intensity on a log axis.
+def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None, *, legend: bool = True) -> Axes:
+    """Draw an :func:`accuracy_curve` frame: accuracy (in %) against intensity on a log axis.
 
-    One colour per kind (``AU`` C0, ``AC`` C1, ``MU`` C2, ``MC`` C3); predictions as lines (solid
-    beyond first order, dotted first order), simulations as points with error bars of one standard
-    error, and the noise-free accuracy as a dashed grey line. Rows with intensity 0 have no place on
-    a log axis and are left out (the noise-free line stands for them).
+    One colour per kind (:data:`noiseprop.figures.KIND_COLOURS`: ``AU`` blue, ``AC`` orange, ``MU``
+    green, ``MC`` vermilion); predictions as lines (solid beyond first order, dotted first order),
+    simulations as points with error bars of one standard error, and the noise-free accuracy as a
+    dashed grey line. Rows with intensity 0 have no place on a log axis and are left out (the
+    noise-free line stands for them).
 
     Args:
         frame: a frame with the columns of :func:`accuracy_curve`.
         ax: the axes to draw on (default: a new figure).
+        legend: draw a legend on the axes (off when a figure of several panels has its own).
 
     Returns:
         The axes.
     """
+    from noiseprop.figures import KIND_COLOURS, log_scale, percent_axis
+
     missing = [column for column in _COLUMNS if column not in getattr(frame, "columns", ())]
     if missing:
         raise ValueError(
@@ -192,32 +196,39 @@ def plot_accuracy_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
         _, ax = plt.subplots()
     shown = frame[frame["intensity"] > 0].sort_values("intensity")
     for kind in [kind for kind in KINDS if kind in set(frame["kind"])]:
-        colour = f"C{KINDS.index(kind)}"
-        rows = shown[shown["kind"] == kind]
-        predicted = rows[rows["method"] == "predicted"]
-        first = rows[rows["method"] == "first-order"]
-        simulated = rows[rows["method"] == "montecarlo"]
-        if len(predicted):
-            label = f"{kind} predicted"
-            ax.plot(predicted["intensity"], predicted["accuracy"], "-", color=colour, label=label)
-        if len(first):
-            label = f"{kind} first order"
-            ax.plot(first["intensity"], first["accuracy"], ":", color=colour, label=label)
-        if len(simulated):
-            ax.errorbar(
-                simulated["intensity"],
-                simulated["accuracy"],
-                yerr=simulated["stderr"],
-                fmt="o",
-                color=colour,
-                markersize=4,
-                capsize=2,
-                label=f"{kind} simulated",
-            )
+        _plot_kind(ax, shown[shown["kind"] == kind], kind, KIND_COLOURS[kind])
     for value in sorted(set(frame["noise_free"])):
         ax.axhline(value, color="0.5", linestyle="--", linewidth=1, label="noise-free")
-    ax.set_xscale("log")
-    ax.set_xlabel("noise intensity (variance)")
-    ax.set_ylabel("accuracy")
-    ax.legend()
+    log_scale(ax, "x")
+    percent_axis(ax)
+    ax.set_xlabel("noise intensity D (variance)")
+    ax.set_ylabel("test accuracy (%)")
+    if legend:
+        ax.legend()
     return ax
+
+
+CURVE_LINES = {"predicted": ("-", "predicted"), "first-order": (":", "first order")}
+"""Line style and label of each predicted curve."""
+
+
+def _plot_kind(ax: Axes, rows: pd.DataFrame, kind: str, colour: str) -> None:
+    """One kind's curves: each prediction as a line, the simulation as points ± one standard
+    error."""
+    for method, (style, name) in CURVE_LINES.items():
+        line = rows[rows["method"] == method]
+        if len(line):
+            ax.plot(line["intensity"], line["accuracy"], style, color=colour, label=f"{kind} {name}")
+    simulated = rows[rows["method"] == "montecarlo"]
+    if len(simulated):
+        ax.errorbar(
+            simulated["intensity"],
+            simulated["accuracy"],
+            yerr=simulated["stderr"],
+            fmt="o",
+            color=colour,
+            markersize=4,
+            capsize=2,
+            zorder=3,
+            label=f"{kind} simulated",
+        )
