@@ -1,9 +1,10 @@
 """The study: the experiments that make the research's case, run as sweeps, with computed findings.
 
-:func:`run_study` runs eleven sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after an
-interruption and record failures), draws eleven figures, one per finding (:mod:`noiseprop.figures`;
-``accumulation`` is drawn from the ``slopes`` sweep, ``cnn`` from the ``cnn`` and ``mlp`` sweeps),
-and writes the report (:mod:`noiseprop.report`):
+:func:`run_study` runs thirteen sweeps (:mod:`noiseprop.sweeps`, so they run on Dask, resume after
+an interruption and record failures), draws fourteen figures, one per finding (:mod:`noiseprop.figures`;
+``accumulation`` is drawn from the ``slopes`` sweep, ``cnn`` from the ``cnn`` and ``mlp`` sweeps, and
+``design``, the noise budget of the shipped network, is computed by the report itself), and writes
+the report (:mod:`noiseprop.report`):
 
 1. ``layers``: variance per layer for each kind of noise in three symmetric networks (linear slope 1,
    linear slope 0.8, standard sigmoid), simulation against the closed form of docs/THEORY.md section 2;
@@ -26,6 +27,13 @@ and writes the report (:mod:`noiseprop.report`):
     and per output channel, against simulation.
 11. ``pooling``: the shipped CNN with max and with mean pooling: additive noise right before the
     first pooling against right after it, and uncorrelated multiplicative noise at both ReLUs.
+12. ``injection``: the trained network with each kind of noise on one hidden layer, before or after
+    the activation, pooled or not (simulated), and whether the research line's directions hold:
+    before hurts less than after, after it multiplicative less than additive, the first hidden
+    layer more than the second, pooling helps in both cases.
+13. ``aware``: noise-aware training per kind: networks trained alike with and without each kind of
+    noise, tested under it; whether training with noise raises accuracy for every kind but
+    correlated multiplicative, where it barely matters.
 
 Every finding is a sentence computed from the tables, never typed in.
 """
@@ -33,6 +41,7 @@ Every finding is a sentence computed from the tables, never typed in.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -320,6 +329,7 @@ def run_study(
     from noiseprop.report import write_report
     from noiseprop.sweeps import sweep
 
+    started = time.perf_counter()
     config = StudyConfig.quick() if config is None else config
     root = Path(output)
     if root.exists() and any(root.iterdir()) and not resume:
@@ -352,8 +362,7 @@ def run_study(
         failures=pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(),
         output=root,
     )
-    study.disagreements.to_csv(tables_folder / "disagreements.csv", index=False)
-    return write_report(study, seed=seed)
+    return write_report(study, seed=seed, wall_seconds=time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------- findings
@@ -363,7 +372,7 @@ def _ratio_text(ratio: float, stderr: float) -> str:
 
 def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, str]:
     """One sentence per figure, computed from the tables."""
-    from noiseprop.figures import deep_ratio, slope_at_operating_point
+    from noiseprop.figures import activation_title, deep_ratio, slope_at_operating_point
 
     result: dict[str, str] = {}
     if not tables.get("layers", pd.DataFrame()).empty:
@@ -376,7 +385,7 @@ def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, 
             ratios = deep_ratio(rows).set_index("method")
             simulated, theory = ratios.loc["montecarlo"], ratios.loc["symmetric"]
             parts.append(
-                f"{activation} (slope {simulated['slope']:.3g}): deep/first AC = "
+                f"{activation_title(activation)} (slope {simulated['slope']:.3g}): deep/first AC = "
                 f"{_ratio_text(simulated['ratio'], simulated['stderr'])}, theory {theory['ratio']:.3f}"
             )
         result["layers"] = "; ".join(parts)
