@@ -11,18 +11,10 @@ and ``noiseprop study --pdf`` write a PDF.
 Without a browser these tests are skipped and say why; with the environment variable ``CI`` set they
 fail instead (``.ci/run`` installs Debian's ``chromium``).
 
-Once the figures are interactive (a legend entry that hides its series when clicked), add::
-
-    def test_hiding_a_series_changes_the_figure(page, study):
-        for name in study.figures:
-            before = figure_snapshot(page, f"#fig-{name}")
-            page.click(f"#fig-{name} LEGEND-ENTRY-SELECTOR")
-            after = figure_snapshot(page, f"#fig-{name}")
-            page.click(f"#fig-{name} LEGEND-ENTRY-SELECTOR")  # show it again
-            assert after != before, f"hiding a series of figure {name} changed nothing"
-
-:func:`figure_snapshot` holds both the markup of the figure's inline SVGs and a screenshot of it, so
-the check fails when a click changes neither what the figure holds nor what it shows.
+Every figure is interactive (:mod:`noiseprop.interactive`): each shows its Plotly plot in place of
+its PNG, and a click on a legend entry hides that series (:func:`figure_snapshot` holds both the
+markup of the figure's inline SVGs and a screenshot of it, so the check fails when a click changes
+neither what the figure holds nor what it shows).
 """
 
 from __future__ import annotations
@@ -138,8 +130,26 @@ def browser(chromium_path) -> Chromium:
 
 @pytest.fixture(scope="module")
 def page(browser, study) -> Page:
-    """The report, loaded in the browser (console errors collected from the start)."""
-    return browser.open(study.report)
+    """The report, loaded in the browser (console errors collected from the start), once every
+    interactive figure is drawn (each figure then has the class ``interactive-shown``)."""
+    opened = browser.open(study.report)
+    opened.evaluate(ALL_DRAWN, timeout=60)
+    return opened
+
+
+ALL_DRAWN = """new Promise((resolve, reject) => {
+  const started = Date.now();
+  const check = () => {
+    const figures = document.querySelectorAll("figure.study-figure");
+    const drawn = document.querySelectorAll("figure.study-figure.interactive-shown");
+    if (figures.length > 0 && drawn.length === figures.length) { resolve(drawn.length); }
+    else if (Date.now() - started > 50000) {
+      reject(new Error(drawn.length + " of " + figures.length + " figures drawn interactively"));
+    } else { setTimeout(check, 50); }
+  };
+  check();
+})"""
+"""JavaScript: a promise kept once every figure of the report is drawn interactively."""
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -234,17 +244,59 @@ def test_every_figure_renders(page, study):
         " return !section || !section.querySelector('img, svg, canvas'); })"
     )
     assert missing == [], f"figures without a section or a graphic in the page: {missing}"
+    shown = "img:not([hidden]), figure .interactive-figure svg.main-svg:first-of-type, figure canvas"
     broken = page.evaluate(
-        f"Array.from(document.querySelectorAll('img, figure svg, figure canvas')).map({RENDERED})"
-        ".filter(why => why)"
+        f"Array.from(document.querySelectorAll({json.dumps(shown)})).map({RENDERED}).filter(why => why)"
     )
     assert broken == [], f"graphics that did not render: {broken}"
-    graphics = mark(page, ", ".join(f"#{name} :is(img, svg, canvas)" for name in study.figures),
+    each = "img:not([hidden]), .interactive-figure svg.main-svg:first-of-type, canvas"
+    graphics = mark(page, ", ".join(f"#{name} :is({each})" for name in study.figures),
                     "data-test-graphic")  # fmt: skip
     assert graphics >= len(study.figures)
     for index in range(graphics):
         fraction = drawn_fraction(page.screenshot(f'[data-test-graphic="{index}"]'))
         assert fraction > DRAWN_FRACTION, f"graphic {index} shows almost nothing ({fraction:.2%} drawn)"
+
+
+def hidden_series(page: Page, name: str, hidden: bool, seconds: float = 5.0) -> int:
+    """How many series of figure ``name``'s plot are hidden (``visible: "legendonly"``), once some
+    are (``hidden``) or none are (not ``hidden``): Plotly applies a legend click after its
+    double-click delay. As it is after ``seconds``."""
+    count = (
+        f"document.getElementById('plot-{name}').data"
+        ".filter(trace => trace.visible === 'legendonly').length"
+    )
+    deadline = time.monotonic() + seconds
+    while True:
+        hidden_now = page.evaluate(count)
+        if (hidden_now > 0) == hidden or time.monotonic() > deadline:
+            return hidden_now
+        time.sleep(0.05)
+
+
+def test_every_figure_is_interactive_and_its_static_picture_hidden(page, study):
+    """Where JavaScript runs, each figure shows its interactive plot (Plotly, drawn offline from
+    the page itself) in place of its PNG, with a legend and values to hover."""
+    for name in study.figures:
+        assert page.evaluate(f"document.querySelector('#fig-{name} img').hidden"), name
+        assert page.evaluate(f"document.querySelectorAll('#plot-{name} .legend .traces').length") > 0
+    requested = page.evaluate("performance.getEntriesByType('resource').map(entry => entry.name)")
+    assert [url for url in requested if not url.startswith(("data:", "file:"))] == []
+
+
+def test_hiding_a_series_changes_the_figure(page, study):
+    """A real click on the first legend entry of every figure hides that series (the plot's SVG and
+    its picture change); a second click shows it again (the plot as it was)."""
+    for name in study.figures:
+        legend = f"#plot-{name} .legend .traces"
+        before = figure_snapshot(page, f"#plot-{name}")
+        page.click(legend)
+        assert hidden_series(page, name, hidden=True) > 0, f"figure {name}: no series hidden"
+        after = figure_snapshot(page, f"#plot-{name}")
+        assert after[0] != before[0], f"hiding a series of figure {name} changed nothing"
+        assert after[1] != before[1], f"figure {name} looks the same with a series hidden"
+        page.click(legend)
+        assert hidden_series(page, name, hidden=False) == 0, f"figure {name}: the series stays hidden"
 
 
 def test_every_relative_link_resolves(page, study):

@@ -616,13 +616,14 @@ def plot_aware(table: pd.DataFrame, ax: Axes) -> Axes:
     for position, kind in enumerate(kinds):
         colour = KIND_COLOURS[kind]
         aware = table[(table["trained_with"] == kind) & (table["kind"] == kind)]
-        pairs = [(-0.12, control.loc[kind] if kind in control.index else None, "white"),
-                 (0.12, aware.iloc[0] if len(aware) else None, colour)]  # fmt: skip
-        for offset, row, face in pairs:
+        pairs = [(-0.12, control.loc[kind] if kind in control.index else None, "white", "control"),
+                 (0.12, aware.iloc[0] if len(aware) else None, colour, "trained with it")]  # fmt: skip
+        for offset, row, face, who in pairs:
             if row is None:
                 continue
+            # labelled, so that an interactive legend can show and hide each point
             ax.errorbar(position + offset, row["accuracy"], yerr=row["stderr"], fmt="o", mfc=face,
-                        color=colour, zorder=3)  # fmt: skip
+                        color=colour, zorder=3, label=f"{kind}, {who}")  # fmt: skip
             ax.plot(position + offset, row["noise_free"], "_", color="0.45", ms=12, mew=1.5)
     ax.set_xticks(range(len(kinds)), kinds)
     ax.set_xlim(-0.5, len(kinds) - 0.5)

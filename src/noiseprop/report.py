@@ -630,6 +630,8 @@ def write_report(study: Study, *, seed: int, wall_seconds: float | None = None) 
     """
     import matplotlib.pyplot as plt
 
+    from noiseprop.interactive import figure_html
+
     design = noise_budget(study.config)
     findings = {**study.findings, "design": design_finding(design)}
     tables_folder = study.output / "tables"
@@ -639,12 +641,14 @@ def write_report(study: Study, *, seed: int, wall_seconds: float | None = None) 
     folder = study.output / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    interactive: dict[str, str] = {}
     for name, figure in _figures(study, design):
         paths[name] = _save_figure(figure, folder / name, FIGURES[name][0])
+        interactive[name] = figure_html(figure, f"plot-{name}")
         plt.close(figure)
     values = caption_values(study.config, seed)
     sections = [
-        _figure_section(number, name, paths[name], findings.get(name, ""), values)
+        _figure_section(number, name, paths[name], findings.get(name, ""), values, interactive[name])
         for number, name in enumerate(paths, start=1)
     ]
     page = _page(study, findings, sections, list(paths), seed, wall_seconds)
@@ -735,9 +739,12 @@ def escape_text(text: str) -> str:
     return html.escape(text).replace("&gt;", ">")
 
 
-def _figure_section(number: int, name: str, path: Path, finding: str, values: dict[str, Any]) -> str:
-    """A figure's section: its finding, the figure (PNG embedded) with its numbered caption, and
-    links to its files and tables."""
+def _figure_section(
+    number: int, name: str, path: Path, finding: str, values: dict[str, Any], interactive: str
+) -> str:
+    """A figure's section: its finding, the figure (PNG embedded, and its interactive version,
+    :func:`noiseprop.interactive.figure_html`, which replaces the PNG where JavaScript runs) with its
+    numbered caption, and links to its files and tables."""
     title, caption = FIGURES[name]
     label = f"Figure {number}."
     encoded = base64.b64encode(path.read_bytes()).decode()
@@ -746,6 +753,7 @@ def _figure_section(number: int, name: str, path: Path, finding: str, values: di
         f'<p class="finding"><strong>Finding.</strong> {escape_text(finding)}</p>\n'
         f'<figure id="fig-{name}" class="study-figure">\n'
         f'<img alt="{label} {html.escape(title)}" src="data:image/png;base64,{encoded}">\n'
+        f"{interactive}"
         f'<figcaption><span class="figure-number">{label}</span> <strong>{html.escape(title)}.</strong> '
         f"{caption.format(**values)}</figcaption>\n</figure>\n"
         f'<p class="downloads">{_downloads(name)}</p>\n</section>'
@@ -1084,7 +1092,9 @@ def _failures_section(study: Study) -> str:
 
 def _page(study: Study, findings: dict[str, str], sections: list[str], names: list[str], seed: int,
           wall_seconds: float | None) -> str:  # fmt: skip
-    """The whole HTML page."""
+    """The whole HTML page: the interactive figures' library (plotly.js) goes last, embedded, so
+    that the text and the static figures show first and nothing is fetched."""
+    from noiseprop.interactive import INTERACTIVE_CSS, plotly_javascript, toggle_script
     from noiseprop.study import SIGMAS
 
     numbers = {name: number for number, name in enumerate(names, start=1)}
@@ -1100,6 +1110,7 @@ def _page(study: Study, findings: dict[str, str], sections: list[str], names: li
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>noiseprop study</title>
 {STYLESHEET}
+<style>{INTERACTIVE_CSS}</style>
 </head><body>
 <h1>noiseprop study: how neuron noise propagates through deep networks</h1>
 <p>Every finding below is a sentence computed from the tables in <code>tables/</code> (CSV and
@@ -1122,5 +1133,7 @@ simulation disagree</a>, <a href="#settings">Settings</a> (seed {seed}) and
 {_pairs_table(provenance(wall_seconds), "provenance-table")}
 </section>
 {SORT_SCRIPT}
+{toggle_script()}
+<script>{plotly_javascript()}</script>
 </body></html>
 """
