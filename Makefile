@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run compare test test-slow clean
+.PHONY: install run compare test test-slow docs clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ test: install
 ## Long statistical runs, many seeds: NOISEPROP_TEST_SEEDS=0-19 make test-slow
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+## The README's quoted outputs and numbers, rewritten from the code (scripts/readme.py; --check: diff only).
+docs: install
+	$(BIN)/python scripts/readme.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis

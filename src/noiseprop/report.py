@@ -608,8 +608,8 @@ def design_finding(design: Design) -> str:
     output = " (the output layer)" if layer == len(budget.contributions) else ""
     return (
         f"layer {layer}{output} dominates the output noise with {share:.1%} of the first-order output "
-        f"variance ({total:.4g}) and {kind} is the largest kind with {kind_share:.1%}; the largest "
-        f"single source is {largest} at layer {number} ({value / total:.1%})"
+        f"variance (in all {total:.4g}) and {kind} is the largest kind with {kind_share:.1%}; the "
+        f"largest single source is {largest} at layer {number} ({value / total:.1%})"
     )
 
 

@@ -385,7 +385,7 @@ def findings(tables: dict[str, pd.DataFrame], config: StudyConfig) -> dict[str, 
             ratios = deep_ratio(rows).set_index("method")
             simulated, theory = ratios.loc["montecarlo"], ratios.loc["symmetric"]
             parts.append(
-                f"{activation_title(activation)} (slope {simulated['slope']:.3g}): deep/first AC = "
+                f"{activation_title(activation, slope=simulated['slope'])}: deep/first AC = "
                 f"{_ratio_text(simulated['ratio'], simulated['stderr'])}, theory {theory['ratio']:.3f}"
             )
         result["layers"] = "; ".join(parts)
