@@ -32,7 +32,7 @@ RANKS = {
     "training": 5,
     "cnn": 5,
     "classification": 5,
-    "curves": 5,
+    "curves": 6,
     "experiments": 6,
     "figures": 6,
     "interactive": 6,

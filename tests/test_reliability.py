@@ -200,9 +200,12 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_keeps_its_points(tmp_path):
     binary = Path(sys.executable).parent / "noiseprop"
     output = tmp_path / "sweep"
     grid = ["--grid", "depth=2,3,4,5,6,7,8,9", "--set", "repeats=2000000", "--set", "width=50"]
+    # as from a terminal: SIGINT handled by default (a background job of a non-interactive shell,
+    # as CI may run the tests, inherits it ignored, and Python then never raises KeyboardInterrupt)
     process = subprocess.Popen(
         [str(binary), "sweep", "symmetric", "--output", str(output), *grid, "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     points = output / "points"
     while process.poll() is None and not (points.is_dir() and any(points.glob("*.parquet"))):

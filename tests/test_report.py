@@ -36,8 +36,8 @@ CONFIG = StudyConfig(
     width=6, depth=4, repeats=600, slopes=(0.5, 1.0), accumulation_slopes=(0.5, 1.0), widths=(4, 8),
     width_depth=3, trained_images=8, trained_repeats=200, accuracy_images=40, accuracy_repeats=10,
     accuracy_intensities=(0.01, 0.1, 1.0), mitigation_images=30, mitigation_repeats=10,
-    mitigation_factor=2, cnn_intensities=(0.1, 1.0), cnn_images=20, cnn_repeats=10, beyond_images=4,
-    beyond_repeats=300,
+    mitigation_factor=2, cnn_intensities=(0.1, 1.0), pooling_intensities=(0.1, 1.0), cnn_images=20,
+    cnn_repeats=10, beyond_images=4, beyond_repeats=300,
 )  # fmt: skip
 SIGMOID_FIXED_POINT = 0.659046
 

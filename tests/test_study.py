@@ -25,7 +25,8 @@ TINY = StudyConfig(
     width=6, depth=6, repeats=600, slopes=(0.5, 1.0), accumulation_slopes=(0.5, 1.0), widths=(4, 8),
     width_depth=4, trained_images=8, trained_repeats=200, accuracy_images=40, accuracy_repeats=10,
     accuracy_intensities=(0.01, 0.3), mitigation_images=30, mitigation_repeats=10, mitigation_factor=2,
-    cnn_intensities=(0.1, 1.0), cnn_images=20, cnn_repeats=10, beyond_images=4, beyond_repeats=300,
+    cnn_intensities=(0.1, 1.0), pooling_intensities=(0.1, 1.0), cnn_images=20, cnn_repeats=10,
+    beyond_images=4, beyond_repeats=300,
     injection_images=20, injection_repeats=4, aware_epochs=1, aware_train_size=1000, aware_images=20,
     aware_repeats=4,
 )  # fmt: skip

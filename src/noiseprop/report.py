@@ -710,7 +710,6 @@ def caption_values(config: StudyConfig, seed: int) -> dict[str, Any]:
         if config.network == "default"
         else f"the network in {config.network}"
     )
-    pooling = [level for level in config.cnn_intensities if level >= 0.1] or config.cnn_intensities
     values = {field.name: _thousands(getattr(config, field.name)) for field in fields(config)}
     return {
         **values,
@@ -723,7 +722,7 @@ def caption_values(config: StudyConfig, seed: int) -> dict[str, Any]:
         "accuracy_range": _span(config.accuracy_intensities),
         "beyond_range": _span(config.beyond_intensities),
         "cnn_range": _span(config.cnn_intensities),
-        "pooling_range": _span(pooling),
+        "pooling_range": _span(config.pooling_intensities),
         "mitigation_AU": config.mitigation_noise[0],
         "mitigation_AC": config.mitigation_noise[1],
         "design_intensity": DESIGN_INTENSITY,

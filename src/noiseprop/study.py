@@ -90,6 +90,8 @@ class StudyConfig:
         beyond_repeats: Monte Carlo repeats per image there, and in the ``convolution`` sweep.
         cnn_intensities: noise variances at which the shipped CNN and the shipped MLP are compared
             (each kind alone at the CNN's ReLU sites, at the MLP's hidden layers).
+        pooling_intensities: noise variances of the ``pooling`` sweep (additive noise right before
+            or right after the CNN's first pooling).
         cnn_images: MNIST test images there.
         cnn_repeats: noise draws per image there.
         injection_intensity: noise variance of the ``injection`` sweep (each kind alone on one
@@ -125,7 +127,8 @@ class StudyConfig:
     beyond_intensities: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     beyond_images: int = 20
     beyond_repeats: int = 2000
-    cnn_intensities: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    cnn_intensities: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
+    pooling_intensities: tuple[float, ...] = (0.1, 0.3, 1.0)
     cnn_images: int = 300
     cnn_repeats: int = 40
     injection_intensity: float = 0.3
@@ -158,7 +161,7 @@ class StudyConfig:
             check_nonnegative("StudyConfig.mitigation_noise", value)
         object.__setattr__(self, "mitigation_noise", tuple(self.mitigation_noise))
         for name in ("slopes", "accumulation_slopes", "widths", "accuracy_intensities",
-                     "beyond_intensities", "cnn_intensities"):  # fmt: skip
+                     "beyond_intensities", "cnn_intensities", "pooling_intensities"):  # fmt: skip
             values = tuple(getattr(self, name))
             if not values:
                 raise ValueError(f"StudyConfig.{name} must list at least one value; got none.")
@@ -187,7 +190,8 @@ class StudyConfig:
             trained_images=1000, trained_repeats=20_000, accuracy_images=10_000, accuracy_repeats=200,
             accuracy_intensities=tuple(float(f"{10 ** (k / 6 - 3):.3g}") for k in range(22)),
             mitigation_images=10_000, mitigation_repeats=200,
-            cnn_intensities=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), cnn_images=10_000,
+            cnn_intensities=tuple(float(f"{10 ** (k / 6 - 3):.3g}") for k in range(22)),
+            pooling_intensities=(0.1, 0.2, 0.3, 0.5, 1.0, 2.0), cnn_images=10_000,
             cnn_repeats=200, injection_images=10_000, injection_repeats=200, aware_epochs=15,
             aware_train_size=60_000, aware_images=10_000, aware_repeats=200,
         )  # fmt: skip
@@ -246,8 +250,7 @@ def sweeps(config: StudyConfig) -> dict[str, tuple[str, dict[str, list[Any]]]]:
         }),
         "pooling": ("accuracy", {
             "model": ["cnn", "cnn-mean"], "sites": ["relu1", "pool1"], "kind": ["AU", "AC"],
-            "intensity": [level for level in config.cnn_intensities if level >= 0.1]
-            or list(config.cnn_intensities),
+            "intensity": list(config.pooling_intensities),
             "images": [config.cnn_images], "repeats": [config.cnn_repeats],
         }),
         "mlp": ("accuracy", {
