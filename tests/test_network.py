@@ -499,3 +499,14 @@ def test_paths_that_are_not_files_are_clear_errors(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError, match="cannot write network file"):
         net.save(blocker / "net.safetensors")  # its folder would be a file
+
+
+def test_a_network_is_callable_on_its_inputs():
+    """``net(x)`` is the noise-free output, computed here by hand: 2-1 linear then sigmoid, and one
+    number is fed to every input."""
+    net = Network((Layer([[1.0, -2.0]], [0.5], "linear"), Layer([[3.0]], [0.0], "sigmoid")))
+    expected = 1 / (1 + math.exp(-3.0 * (1.0 - 2.0 * 2.0 + 0.5)))
+    assert net([[1.0, 2.0]]).shape == (1, 1)
+    assert net([[1.0, 2.0]]).item() == pytest.approx(expected, rel=1e-15)
+    same = 1 / (1 + math.exp(-3.0 * (0.25 - 0.5 + 0.5)))
+    assert net(0.25).item() == pytest.approx(same, rel=1e-15)

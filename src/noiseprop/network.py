@@ -171,6 +171,21 @@ class Network:
         return f"Network({shape}; {activations})"
 
     # ---------------------------------------------------------------------------- evaluation
+    def __call__(self, inputs: Any) -> Tensor:
+        """The noise-free outputs ``y = s^L`` (float64, ``(batch, K)``) for ``inputs``: a
+        ``(batch, input_size)`` or ``(input_size,)`` array or tensor, or one number fed to every
+        input (as :func:`noiseprop.propagate` reads them). :meth:`forward` gives every layer.
+
+        Example:
+            >>> net = Network((Layer([[2.0]], [1.0], "linear"),))
+            >>> net([[3.0], [0.5]]).tolist()
+            [[7.0], [2.0]]
+        """
+        from noiseprop._inputs import as_inputs
+
+        x = as_inputs(inputs, self, dtype=torch.float64, device=self.layers[0].weight.device)
+        return self.forward(x)[-1][1]
+
     def forward(self, inputs: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Noise-free pass: ``[(x^n, s^n) for each layer]`` with ``x = W y + b`` and ``s = f(x)``.
 
