@@ -404,3 +404,22 @@ def test_result_is_validated_on_construction(change, message):
     assert Accuracy(**GOOD_RESULT).as_dict()["accuracy"] == 0.5
     with pytest.raises(ValueError, match=message):
         Accuracy(**{**GOOD_RESULT, **change})
+
+
+def test_long_work_reports_its_progress():
+    """``accuracy`` reports the images done after each block, ending at all of them, for both
+    methods; ``accuracy_curve`` reports each method's points, ending at kinds x intensities."""
+    net = Network.random([6, 5, 3], ["sigmoid", "linear"], seed=2)
+    images = torch.rand(70, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    labels = [0, 1, 2] * 23 + [0]
+    for method in ("montecarlo", "predicted"):
+        seen: list[tuple[int, int]] = []
+        accuracy(net, Noise(AU=0.1), images, labels, method=method, repeats=4,
+                 progress=lambda done, total, seen=seen: seen.append((done, total)))  # fmt: skip
+        assert seen and seen[-1] == (70, 70), method
+        assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    steps: list[tuple[str, int, int]] = []
+    accuracy_curve(net, ["AU", "MC"], [0.01, 0.1, 1.0], images, labels, repeats=4,
+                   progress=lambda *step: steps.append(step))  # fmt: skip
+    for method in ("predicted", "montecarlo"):
+        assert [step[1:] for step in steps if step[0] == method] == [(k, 6) for k in range(1, 7)]

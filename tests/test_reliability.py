@@ -33,10 +33,9 @@ def one_line_error(*args: str) -> str:
 )  # fmt: skip
 def test_output_paths_are_checked_before_the_work(args, message):
     """These wrote their result only at the end, after tens of seconds of work: the check comes
-    first now (each refusal takes well under the 40 s the work took)."""
-    start = time.perf_counter()
+    first now. The error is the only line on stderr, where the work would have printed its epochs
+    (train) or its progress rows (mitigate, accuracy-curve) first."""
     assert message in one_line_error(*args)
-    assert time.perf_counter() - start < 20
 
 
 @pytest.mark.parametrize(

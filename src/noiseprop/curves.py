@@ -6,7 +6,7 @@ kind of noise; :func:`plot_accuracy_curve` draws the result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +47,7 @@ def accuracy_curve(
     dtype: torch.dtype | str = "float32",
     device: str | torch.device = "cpu",
     batch_size: int = 256,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Accuracy against the intensity of each kind of noise, predicted and simulated.
 
@@ -66,6 +67,8 @@ def accuracy_curve(
         repeats, points, dtype, device, batch_size: passed to :func:`accuracy`.
         seed: seed of the sweep (integer >= 0).
         layers: the noisy layers (default: all).
+        progress: called as ``progress(method, points_done, points)`` after each point of each
+            method (a point: one kind at one intensity).
 
     Returns:
         A tidy ``pandas.DataFrame``, one row per (kind, intensity, method), columns ``kind``,
@@ -106,6 +109,7 @@ def accuracy_curve(
         if not layers:
             raise ValueError("layers must name at least one layer, or be None for all; got none.")
     rows = []
+    done = dict.fromkeys(methods, 0)
     for kind in kinds:
         for point, level in enumerate(levels):
             noise = Noise(**{kind: level})
@@ -125,6 +129,9 @@ def accuracy_curve(
                     device=device,
                     batch_size=batch_size,
                 )
+                done[method] += 1
+                if progress is not None:
+                    progress(method, done[method], len(kinds) * len(levels))
                 rows.append(
                     {
                         "kind": kind,

@@ -315,6 +315,7 @@ def accuracy_curve(
     repeats: RepeatsOption = 100,
     points: PointsOption = None,
     seed: SeedOption = 0,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Accuracy against the intensity of each kind of noise, predicted and simulated, as a figure.
@@ -345,10 +346,13 @@ def accuracy_curve(
     from noiseprop.curves import accuracy_curve as curve
     from noiseprop.curves import plot_accuracy_curve
 
-    with reported_as("--kinds/--intensities"):
+    with (
+        reported_as("--kinds/--intensities"),
+        progress_rows(progress and not as_json, "points") as update,
+    ):
         frame = curve(
             classifier, kind_list, levels, pixels, labels, methods=methods, repeats=repeats,
-            points=points, seed=seed, layers=chosen,
+            points=points, seed=seed, layers=chosen, progress=update,
         )  # fmt: skip
     figure, ax = plt.subplots(figsize=(6.4, 4.2))
     plot_accuracy_curve(frame, ax=ax)
