@@ -320,10 +320,8 @@ def linearised_model(
     take the uncorrelated kinds, ``"forward"``, ``"reverse"`` or ``"auto"`` (fewer passes).
     """
     check_choice("mode", mode, ("auto", "forward", "reverse"))
-    device = as_device(device)
-    max_elements = check_positive_int("max_elements", max_elements)
-    model = runnable(model, dtype=torch.float64, device=device)
-    x = as_model_inputs(inputs, dtype=torch.float64, device=device)
+    model, x, max_elements = _prepared(model, inputs, device, max_elements)
+    device = x.device
     with evaluating(model), torch.no_grad():
         linear = _Linearisation(model, noise, x, sites)
         linear.check_differentiable()
@@ -358,6 +356,17 @@ def linearised_model(
         layers=tuple(layers), method="covariance", noise=linear.noises, names=linear.names
     )
     return stats, budget, linear.call_sites
+
+
+def _prepared(
+    model: nn.Module, inputs: Any, device: str | torch.device, max_elements: int
+) -> tuple[nn.Module, Tensor, int]:
+    """The model in float64 on ``device`` (a copy where it is not already), the inputs there as a
+    batch, and ``max_elements`` checked."""
+    device = as_device(device)
+    max_elements = check_positive_int("max_elements", max_elements)
+    model = runnable(model, dtype=torch.float64, device=device)
+    return model, as_model_inputs(inputs, dtype=torch.float64, device=device), max_elements
 
 
 @dataclass(frozen=True)
@@ -412,10 +421,7 @@ def gaussian_cut(
     through affine maps and multiplicative noise scales only noise-free signals (e.g. a dense
     network's last hidden layer fed by one noisy layer); otherwise it is the first-order Gaussian.
     """
-    device = as_device(device)
-    max_elements = check_positive_int("max_elements", max_elements)
-    model = runnable(model, dtype=torch.float64, device=device)
-    x = as_model_inputs(inputs, dtype=torch.float64, device=device)
+    model, x, max_elements = _prepared(model, inputs, device, max_elements)
     with evaluating(model), torch.no_grad():
         linear = _Linearisation(model, noise, x, sites)
         nonlinear = [position for position in range(len(linear.calls)) if linear.nonlinear(position)]
