@@ -444,6 +444,8 @@ def _axis_layout(panel: _Panel, which: str) -> dict[str, Any]:
         layout["gridwidth"] = _px(gridlines[0].get_linewidth())
     if log:
         layout.update(exponentformat="power", showexponent="all")
+        if high > 0 and low > 0 and abs(math.log10(high / low)) >= 1:
+            layout["dtick"] = 1  # powers of ten only, as matplotlib labels them (no 2, 3, 5 between)
     if panel.percent[which]:
         layout.update(tickformat="~%", hoverformat=PERCENT_FORMAT)
     fixed = _fixed_ticks(axis)
