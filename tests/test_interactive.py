@@ -142,9 +142,8 @@ def test_a_label_shared_by_panels_is_one_legend_entry_of_one_group(panels):
 
 def test_axes_keep_their_scale_limits_labels_and_place(panels):
     """The left x axis is logarithmic (its range in log10, as Plotly takes it; ticked at powers of
-    ten), the limits are
-    matplotlib's, the two subplots are side by side at the same height, and the titles and labels
-    are on the figure."""
+    ten), the limits are matplotlib's, the two subplots are side by side at the same height, and the
+    titles and labels are on the figure."""
     spec = plotly_spec(panels)
     layout = spec["layout"]
     left, right = panels.axes
