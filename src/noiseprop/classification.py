@@ -373,10 +373,11 @@ def accuracy(
     nodes = None if nodes is None else check_positive_int("nodes", nodes)
     # (S, B): one row per scrambling
     if isinstance(network, nn.Module):
-        cut = gaussian_cut(network, noises, x[:1], sites=sites, device=device, moments=False)
-        if predictor is None:  # beyond first order where the cut's covariance is affordable
-            predictor = "moments" if cut.elements <= MAX_CUT_ELEMENTS else "covariance"
-        if predictor == "moments":
+        cut = None
+        if predictor != "covariance":  # beyond first order where the cut's covariance is affordable
+            cut = gaussian_cut(network, noises, x[:1], sites=sites, device=device, moments=False)
+            predictor = predictor or ("moments" if cut.elements <= MAX_CUT_ELEMENTS else "covariance")
+        if predictor == "moments" and cut is not None:
             _check_cut(cut)
             points = points or SAMPLED_POINTS
             by_scrambling = _predicted_model_by_moments(

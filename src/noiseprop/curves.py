@@ -109,8 +109,7 @@ def accuracy_curve(
         if not layers:
             raise ValueError("layers must name at least one layer, or be None for all; got none.")
     rows = []
-    done = dict.fromkeys(methods, 0)
-    for kind in kinds:
+    for kind_index, kind in enumerate(kinds):
         for point, level in enumerate(levels):
             noise = Noise(**{kind: level})
             spec: NoiseSpec = noise if layers is None else noise.on_layers(layers)
@@ -129,9 +128,8 @@ def accuracy_curve(
                     device=device,
                     batch_size=batch_size,
                 )
-                done[method] += 1
-                if progress is not None:
-                    progress(method, done[method], len(kinds) * len(levels))
+                if progress is not None:  # this method's points so far
+                    progress(method, kind_index * len(levels) + point + 1, len(kinds) * len(levels))
                 rows.append(
                     {
                         "kind": kind,

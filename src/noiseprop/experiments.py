@@ -255,8 +255,8 @@ def accuracy_under_noise(
     ``network`` or ``model`` and ``weights`` as in ``trained`` (a model's noise acts at every
     activation module, or at ``sites``: comma-separated glob patterns). ``methods``
     (:data:`noiseprop.curves.CURVE_METHODS`): default
-    ``"predicted,first-order,montecarlo"`` for a network and ``"montecarlo"`` for a model (a
-    prediction needs a dense network)."""
+    ``"predicted,first-order,montecarlo"`` for a network and ``"montecarlo"`` for a model (its
+    predictions, :func:`noiseprop.accuracy` with ``method="predicted"``, on request)."""
     from noiseprop.classification import accuracy
     from noiseprop.curves import CURVE_METHODS
     from noiseprop.noise import KINDS, Noise

@@ -312,8 +312,9 @@ def linearised_model(
     Returns ``(statistics, budget, calls)``: a :class:`~noiseprop.results.NoiseStatistics` (method
     ``"covariance"``, entries named as :func:`noiseprop.simulate` names them; means are the
     noise-free values, the last entry carries the ``(B, K, K)`` output covariance; the sites'
-    variances are ``nan`` without ``site_variances``), ``{(site, kind): (B, K, K)}`` whose sum is
-    that covariance (``covariance=False``: the output's variance only), and ``{call: site}``, the
+    variances are ``nan`` without ``site_variances``), ``{(call, kind): (B, K, K)}`` (keyed by the
+    site calls' entry names, ``relu#2``) whose sum is the output covariance (returned in the
+    statistics only with ``covariance``), and ``{call: site}``, the
     site calls (the entries but a separate output) in order, each with its site module's name.
     ``max_elements`` bounds the elements of a batch of tangents or cotangents (the perturbations of
     every call and the changes of every entry, per tangent). ``mode``: how the sites' variances
@@ -440,7 +441,7 @@ def gaussian_cut(
 
 # ---------------------------------------------------------------------------------- the output
 def _output_budget(linear: _Linearisation, max_elements: int) -> dict[tuple[str, str], Tensor]:
-    """``{(site, kind): J Cov_kind(delta_s) J^T}`` for the output, from ``K`` vector-Jacobian
+    """``{(call, kind): J Cov_kind(delta_s) J^T}`` for the output, from ``K`` vector-Jacobian
     products (:func:`_reverse`, in chunks that fit ``max_elements``)."""
     target = len(linear.references) - 1
     classes = linear.references[-1][0].numel()

@@ -212,23 +212,12 @@ def noise_budget(config: StudyConfig) -> Design:
     simulation) with every kind at :data:`DESIGN_INTENSITY` on every layer, on the first
     :data:`DESIGN_IMAGES` MNIST test images."""
     from noiseprop.criteria import design
-    from noiseprop.datasets import mnist
+    from noiseprop.experiments import _classifier, _test_images
     from noiseprop.noise import Noise
 
-    images, _ = mnist().scaled("test")
+    images, _ = _test_images(DESIGN_IMAGES)
     noise = Noise(AU=DESIGN_INTENSITY, AC=DESIGN_INTENSITY, MU=DESIGN_INTENSITY, MC=DESIGN_INTENSITY)
-    return design(_network(config.network), noise, images[:DESIGN_IMAGES], check=False)
-
-
-def _network(network: str) -> Any:
-    """The study's dense network: ``"default"`` (the shipped one) or a file."""
-    if network == "default":
-        from noiseprop.training import default_network
-
-        return default_network()
-    from noiseprop.network import Network
-
-    return Network.load(network)
+    return design(_classifier(config.network), noise, images, check=False)
 
 
 def _figures(study: Study, design: Design | None) -> Iterator[tuple[str, Figure]]:
@@ -279,13 +268,13 @@ def _inner_labels_off(axes: Any) -> None:
         ax.set_xlabel("")
 
 
-def _draw_per_kind(draw: Callable[[str, Axes], object], kinds: Iterable[str], **shared: Any) -> Any:
+def _draw_per_kind(draw: Callable[[str, Axes], object], kinds: Iterable[str], **shared: Any) -> Figure:
     """One panel per kind of noise, 2 x 2 (each titled with the kind in its colour)."""
     figure, axes = _figure(7.0, 6.0, 2, 2, **shared)
     for ax, kind in zip(axes.flat, kinds):
         draw(kind, ax)
     _inner_labels_off(axes)
-    return figure, axes
+    return figure
 
 
 def _draw_layers(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
@@ -367,9 +356,7 @@ def _draw_trained(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figur
     if not _has(tables, "trained"):
         return None
     table = tables["trained"]
-    figure, _ = _draw_per_kind(
-        lambda kind, ax: figures.plot_trained(table, kind, ax), KINDS, sharex=True
-    )
+    figure = _draw_per_kind(lambda kind, ax: figures.plot_trained(table, kind, ax), KINDS, sharex=True)
     handles = [
         figures.simulation_handle(),
         figures.prediction_handle("covariance method (first order)"),
@@ -388,7 +375,7 @@ def _draw_beyond(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure
     if not _has(tables, "beyond"):
         return None
     errors = beyond_errors(tables["beyond"])
-    figure, _ = _draw_per_kind(
+    figure = _draw_per_kind(
         lambda kind, ax: figures.plot_beyond(errors, kind, ax, threshold=BREAK), KINDS,
         sharex=True, sharey=True,
     )  # fmt: skip
@@ -421,7 +408,7 @@ def _draw_accuracy(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figu
         ax.set_xlabel(f"{kind} intensity D in every layer (variance)")
         figures.kind_title(ax, kind)
 
-    figure, _ = _draw_per_kind(draw, [k for k in KINDS if k in set(table["kind"])], sharex=True,
+    figure = _draw_per_kind(draw, [k for k in KINDS if k in set(table["kind"])], sharex=True,
                                sharey=True)  # fmt: skip
     handles = [
         figures.simulation_handle(),
@@ -468,7 +455,7 @@ def _draw_injection(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Fig
         return None
     losses = injection_losses(tables["injection"])
     kinds = [kind for kind in KINDS if kind in set(losses["kind"])]
-    figure, _ = _draw_per_kind(lambda kind, ax: figures.plot_injection(losses, kind, ax), kinds,
+    figure = _draw_per_kind(lambda kind, ax: figures.plot_injection(losses, kind, ax), kinds,
                                sharex=True)  # fmt: skip
     handles = [
         figures.simulation_handle(f"{label} (simulated, ± 1 s.e.)", marker=marker)
@@ -518,7 +505,7 @@ def _draw_cnn(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | 
 
     if not _has(tables, "cnn", "mlp"):
         return None
-    figure, _ = _draw_per_kind(
+    figure = _draw_per_kind(
         lambda kind, ax: figures.plot_cnn_mlp(tables["cnn"], tables["mlp"], kind, ax), KINDS,
         sharex=True, sharey=True,
     )  # fmt: skip
@@ -921,7 +908,7 @@ def _duration(seconds: float) -> str:
 
 def provenance(wall_seconds: float | None = None) -> list[tuple[str, str]]:
     """What produced the report, as (name, value): noiseprop version and git commit, the versions
-    of Python, torch, numpy, pandas and matplotlib, the machine, the time and the study's wall
+    of Python, torch, numpy, pandas, matplotlib and dask, the machine, the time and the study's wall
     time (when given)."""
     import matplotlib
     import numpy

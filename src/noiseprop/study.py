@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -534,9 +534,8 @@ def _convolution_finding(table: pd.DataFrame) -> str:
 def _mean_loss(rows: pd.DataFrame) -> tuple[float, float]:
     """``(mean of noise_free - accuracy, its standard error sqrt(sum stderr^2) / n)`` over the
     simulated rows."""
-    rows = rows[rows["method"] == "montecarlo"]
-    loss = float((rows["noise_free"] - rows["accuracy"]).mean())
-    return loss, float((rows["stderr"] ** 2).sum()) ** 0.5 / max(len(rows), 1)
+    simulated = rows[rows["method"] == "montecarlo"]
+    return _averaged(simulated.assign(loss=simulated["noise_free"] - simulated["accuracy"]))
 
 
 def _estimate(row: pd.Series) -> tuple[float, float]:
@@ -584,16 +583,15 @@ def _pooling_finding(losses: pd.DataFrame) -> str:
             verdict = "helps" if difference > 3 * stderr else "does not help"
             parts.append(
                 f"{names[model]} pooling, {kind}: loss {100 * before['loss']:.2f} with the noise "
-                f"before it vs {100 * after['loss']:.2f} after ({100 * difference:+.2f} ± "
-                f"{100 * stderr:.2f} points): {verdict}"
+                f"before it vs {100 * after['loss']:.2f} after ({_points(difference, stderr)}): "
+                f"{verdict}"
             )
     worse, better = table.loc[("cnn", "MU", "relu1,relu2")], table.loc[("cnn-mean", "MU", "relu1,relu2")]
     difference, stderr = _difference(_estimate(worse), _estimate(better))
-    holds = "holds" if difference > 3 * stderr else "does not hold"
     parts.append(
         f"MU: loss with max pooling {100 * worse['loss']:.2f} vs mean {100 * better['loss']:.2f} "
-        f"({100 * difference:+.2f} ± {100 * stderr:.2f} points): 'max pooling is less resilient "
-        f"than mean pooling to uncorrelated multiplicative noise' {holds}"
+        f"({_points(difference, stderr)}): 'max pooling is less resilient than mean pooling to "
+        f"uncorrelated multiplicative noise' {_verdict(difference, stderr)}"
     )
     return "; ".join(parts)
 
@@ -731,11 +729,13 @@ def aware_gains(table: pd.DataFrame) -> pd.DataFrame:
         if aware.empty or kind not in control.index:
             continue
         trained, plain = aware.iloc[0], control.loc[kind]
+        gain, stderr = _difference(
+            (trained["accuracy"], trained["stderr"]), (plain["accuracy"], plain["stderr"])
+        )
         rows.append({
             "kind": kind, "aware": trained["accuracy"], "aware_stderr": trained["stderr"],
             "control": plain["accuracy"], "control_stderr": plain["stderr"],
-            "gain": trained["accuracy"] - plain["accuracy"],
-            "stderr": math.hypot(trained["stderr"], plain["stderr"]),
+            "gain": gain, "stderr": stderr,
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("kind")
 
@@ -889,10 +889,3 @@ def disagreements(tables: dict[str, pd.DataFrame], sigmas: float = SIGMAS) -> pd
         return pd.DataFrame()
     result = pd.concat([frame for frame in frames if not frame.empty] or frames, ignore_index=True)
     return result.reindex(result["z"].abs().sort_values(ascending=False).index).reset_index(drop=True)
-
-
-def config_dict(config: StudyConfig) -> dict[str, Any]:
-    """The config as JSON-able data."""
-    return {
-        key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()
-    }

@@ -91,8 +91,9 @@ MITIGATE_HELP = (
     "\n\n"
     "Ghost neurons are added first, then every neuron (ghosts included) is pooled, so that pooling "
     "also divides the ghosts' own noise by P (docs/THEORY.md section 7). The tables show the per-layer "
-    "SNR (covariance method and Monte Carlo) and the accuracy (Gaussian prediction and Monte Carlo) "
-    "of the network before and after, under the same noise."
+    "SNR (covariance method and Monte Carlo) and the accuracy (predicted beyond first order, as "
+    "noiseprop accuracy does, and Monte Carlo) of the network before and after, under the same "
+    "noise."
     "\n\n"
     "The third mitigation, noise-aware training, is 'noiseprop train --train-noise AU=...'."
 )

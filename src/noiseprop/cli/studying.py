@@ -50,8 +50,9 @@ def study(
 ) -> None:
     """Run the study (symmetric networks, the slope criterion, width, a trained MNIST network,
     accuracy under noise, beyond first order, mitigation, the CNN against the MLP, noise before and
-    after the activation, noise-aware training, the design noise budget) and write a self-contained
-    HTML report with its figures and computed findings; with --pdf, a PDF of the report too."""
+    after the activation, noise-aware training, the design noise budget, pooling against noise, the
+    mean-field rule through convolutions) and write a self-contained HTML report with its figures
+    and computed findings; with --pdf, a PDF of the report too."""
     from rich.console import Console
 
     from noiseprop.study import StudyConfig, run_study

@@ -57,7 +57,7 @@ AccuracyMethodOption = Annotated[
     typer.Option(
         "--method",
         help="montecarlo and/or predicted (accuracy-curve: also first-order); repeatable.",
-        show_default="montecarlo and predicted",
+        show_default="montecarlo and predicted; montecarlo with --model",
     ),
 ]
 RepeatsOption = Annotated[
@@ -320,7 +320,8 @@ def accuracy_curve(
 ) -> None:
     """Accuracy against the intensity of each kind of noise, predicted and simulated, as a figure.
 
-    --method first-order adds the first-order prediction beside the default one (beyond first order).
+    --method first-order draws the first-order prediction; give --method predicted --method first-order
+    --method montecarlo to see it beside the defaults.
     """
     from noiseprop.curves import CURVE_METHODS
 
