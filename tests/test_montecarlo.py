@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_within
 
 from noiseprop import Network, Noise, simulate
+from noiseprop._streaming import chunks as _chunks
 from noiseprop.montecarlo import default_chunk
 
 NET = Network.random([4, 8, 6], ["tanh", "sigmoid"], seed=1)
@@ -67,6 +69,35 @@ def test_variance_standard_error_matches_the_gaussian_formula():
     expected = 0.5 * (2 / 63_999) ** 0.5
     assert float(stats[0].variance_stderr) == pytest.approx(expected, rel=0.4)
     assert stats[0].layer_variance_stderr == pytest.approx(expected, rel=0.4)
+
+
+@pytest.mark.parametrize(("repeats", "groups", "chunk"), [(100, 8, 1000), (100, 8, 30), (100, 8, 5)])
+def test_batch_means_against_a_plain_computation_on_the_same_draws(repeats, groups, chunk):
+    """Additive noise on one linear layer is ``y = s + sqrt(D_AU) xi``, one normal per neuron drawn
+    chunk by chunk: the same draws, split into the same ``groups`` by plain NumPy, give the same
+    statistics, whether the groups share chunks (1000, 30) or span several (5)."""
+    net = Network.random([4, 5], "linear", seed=3)
+    noise, seed = Noise(AU=0.01), 7
+    stats = simulate(
+        net, noise, X, repeats=repeats, seed=seed, groups=groups, chunk=chunk, dtype="float64"
+    )
+    generator = torch.Generator().manual_seed(seed)
+    normals = [
+        torch.empty(count, 3, 5, dtype=torch.float64).normal_(generator=generator)
+        for count, _, _ in _chunks(repeats, groups, chunk)
+    ]
+    deviation = (0.01**0.5 * torch.cat(normals)).numpy()
+    small, extra = divmod(repeats, groups)
+    sizes = [small + 1] * extra + [small] * (groups - extra)
+    by_group = np.stack([part.var(0, ddof=1) for part in np.split(deviation, np.cumsum(sizes)[:-1])])
+    layer = stats[0]
+    np.testing.assert_allclose(layer.variance, deviation.var(0, ddof=1), rtol=1e-9)
+    np.testing.assert_allclose(layer.mean - net.forward(X)[0][1], deviation.mean(0), atol=1e-12)
+    root = groups**0.5
+    np.testing.assert_allclose(layer.variance_stderr, by_group.std(0, ddof=1) / root, rtol=1e-9)
+    per_input = by_group.mean(-1)
+    np.testing.assert_allclose(layer.input_variance_stderr, per_input.std(0, ddof=1) / root, rtol=1e-9)
+    assert layer.layer_variance_stderr == pytest.approx(per_input.mean(-1).std(ddof=1) / root, rel=1e-9)
 
 
 def test_noise_free_layers_have_zero_variance():

@@ -72,19 +72,26 @@ class Workspace:
 
 
 class Accumulator:
-    """Streaming float64 sums of one layer's deviations, with batch-means standard errors."""
+    """Streaming float64 sums of one layer's deviations, with batch-means standard errors.
+
+    Per group ``g`` of ``n`` repeats, from its sums ``S_g = sum d`` and ``Q_g = sum d^2``, the
+    unbiased variance ``v_g = (Q_g - S_g^2 / n) / (n - 1)``, kept as ``sum_g v_g``, ``sum_g v_g^2``
+    and the per-input averages over the neurons ``mean_j v_g``. Groups that fit a chunk are reduced in
+    the run dtype, chunk by chunk, and only the chunk's sums over its groups are added in float64 (the
+    float64 work is per chunk, not per group); a group spread over several chunks is summed in float64.
+    """
 
     def __init__(self, batch: int, width: int, covariance: bool, device: torch.device) -> None:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
         self.count = 0
         self.total = zeros(batch, width)
         self.total_sq = zeros(batch, width)
-        self.group_count = 0
-        self.group = zeros(batch, width)
-        self.group_sq = zeros(batch, width)
+        self.group_count = 0  # the group spread over several chunks: its float64 sums, once begun
+        self.group: Tensor | None = None
+        self.group_sq: Tensor | None = None
         self.group_variance_sum = zeros(batch, width)
         self.group_variance_sq = zeros(batch, width)
-        self.input_variances: list[Tensor] = []  # per group: (batch,) averages over the neurons
+        self.input_variances: list[Tensor] = []  # (k, batch) per record: averages over the neurons
         self.comoment = zeros(batch, width, width) if covariance else None
 
     def add(self, signal: Tensor, reference: Tensor, work: Workspace, whole_groups: int) -> None:
@@ -95,58 +102,73 @@ class Accumulator:
         if self.comoment is not None:
             wide = deviation.to(torch.float64).permute(1, 0, 2)
             self.comoment += torch.matmul(wide.transpose(1, 2), wide)
+        count = deviation.shape[0]
+        self.count += count
         if whole_groups == 0:
-            self.group_count += deviation.shape[0]
-            self.group += deviation.sum(0)
-            self.group_sq += deviation.square_().sum(0)
+            sums, squares = deviation.sum(0), deviation.square_().sum(0)
+            if self.group is None or self.group_sq is None:
+                self.group, self.group_sq = sums.double(), squares.double()
+            else:
+                self.group += sums
+                self.group_sq += squares
+            self.group_count += count
             return
-        size = deviation.shape[0] // whole_groups
+        size = count // whole_groups
         by_group = deviation.view(whole_groups, size, *deviation.shape[1:])
-        sums = by_group.sum(1)
-        self._close(sums, by_group.square_().sum(1), size)
+        shape = (whole_groups, *deviation.shape[1:])
+        sums = torch.sum(by_group, 1, out=work.take("group_sums", shape))
+        squares = torch.sum(by_group.square_(), 1, out=work.take("group_squares", shape))
+        self.total += sums.sum(0)
+        self.total_sq += squares.sum(0)
+        self._record(_group_variance_(squares, sums, size))
 
     def end_group(self) -> None:
         """Close the group whose chunks :meth:`add` received one by one."""
-        self._close(self.group.unsqueeze(0), self.group_sq.unsqueeze(0), self.group_count)
-        self.group_count = 0
-        self.group.zero_()
-        self.group_sq.zero_()
+        assert self.group is not None and self.group_sq is not None
+        self.total += self.group
+        self.total_sq += self.group_sq
+        variance = _group_variance_(
+            self.group_sq.unsqueeze(0), self.group.unsqueeze(0), self.group_count
+        )
+        self._record(variance)
+        self.group_count, self.group, self.group_sq = 0, None, None
 
-    def _close(self, sums: Tensor, squares: Tensor, n: int) -> None:
-        """Record ``k`` finished groups of ``n`` repeats each, given their ``(k, batch, width)`` sums
-        of deviations and of squared deviations (converted to float64 here)."""
-        sums, squares = sums.double(), squares.double()
-        variance = torch.addcmul(squares, sums, sums, value=-1.0 / n).div_(n - 1)
-        self.input_variances.extend(variance.mean(-1).unbind(0))
-        self.count += n * sums.shape[0]
-        if sums.shape[0] == 1:  # the common case: one group, no reductions needed
-            sums, squares, variance = sums[0], squares[0], variance[0]
-            self.group_variance_sq.addcmul_(variance, variance)
-        else:
-            self.group_variance_sq += variance.square().sum(0)
-            sums, squares, variance = sums.sum(0), squares.sum(0), variance.sum(0)
-        self.group_variance_sum += variance
-        self.total += sums
-        self.total_sq += squares
+    def _record(self, variance: Tensor) -> None:
+        """Record the ``(k, batch, width)`` variances of ``k`` finished groups (overwritten here)."""
+        self.input_variances.append(variance.mean(-1).to(torch.float64))
+        self.group_variance_sum += variance.sum(0)
+        self.group_variance_sq += variance.square_().sum(0)
 
     def result(self, signal: Tensor) -> LayerStatistics:
+        """The statistics, with means ``signal + mean deviation`` (``signal``: the noise-free output,
+        in any dtype; the means are float64). Few float64 temporaries: each is a pass over
+        ``(batch, width)`` and, for many inputs, fresh pages."""
         n = self.count
         mean_deviation = self.total / n
-        variance = ((self.total_sq - self.total * mean_deviation) / (n - 1)).clamp_min_(0)
-        groups = len(self.input_variances)
+        variance = torch.addcmul(self.total_sq, self.total, mean_deviation, value=-1.0)
+        variance.div_(n - 1).clamp_min_(0)
+        per_input = torch.cat(self.input_variances)  # (groups, batch)
+        groups = per_input.shape[0]
         group_mean = self.group_variance_sum / groups
-        spread = (self.group_variance_sq - groups * group_mean.square()).clamp_min_(0) / (groups - 1)
-        per_input = torch.stack(self.input_variances)  # (groups, batch)
+        # sum_g (v_g - mean)^2 / (groups - 1), then over groups: the squared standard error
+        spread = torch.addcmul(self.group_variance_sq, group_mean, group_mean, value=-groups)
+        spread.clamp_min_(0).div_(groups - 1).div_(groups)
         covariance = None
         if self.comoment is not None:
             covariance = self.comoment - n * mean_deviation.unsqueeze(-1) * mean_deviation.unsqueeze(-2)
             covariance /= n - 1
         return LayerStatistics(
-            mean=signal + mean_deviation,
+            mean=mean_deviation.add_(signal.to(mean_deviation.device)),
             variance=variance,
             covariance=covariance,
-            mean_stderr=(variance / n).sqrt(),
-            variance_stderr=(spread / groups).sqrt(),
+            mean_stderr=torch.div(variance, n).sqrt_(),
+            variance_stderr=spread.sqrt_(),
             input_variance_stderr=per_input.std(0) / math.sqrt(groups),
             layer_variance_stderr=float(per_input.mean(1).std() / math.sqrt(groups)),
         )
+
+
+def _group_variance_(squares: Tensor, sums: Tensor, n: int) -> Tensor:
+    """Unbiased variances ``(Q - S^2 / n) / (n - 1)`` of groups of ``n`` deviations from their sums
+    ``S`` and sums of squares ``Q``, written over ``squares`` (in their dtype)."""
+    return squares.addcmul_(sums, sums, value=-1.0 / n).div_(n - 1)

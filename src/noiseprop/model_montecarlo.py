@@ -364,7 +364,7 @@ def simulate_model(
             if progress is not None:
                 progress(done, repeats)
         layers = tuple(
-            _with_shape(accumulator.result(reference.reshape(batch, -1).double()), shape)
+            _with_shape(accumulator.result(reference.reshape(batch, -1)), shape)
             for accumulator, reference, shape in zip(stats, run.references, run.shapes)
         )
         return NoiseStatistics(

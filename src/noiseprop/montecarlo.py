@@ -16,9 +16,13 @@ Statistics. Each chunk is reduced over its repeats in the run dtype (pairwise su
 which keeps the sums well conditioned) and ``d^2``, and the chunk sums are accumulated in float64;
 they give the sample mean and the unbiased sample variance. Standard errors: ``sqrt(variance /
 repeats)`` for the mean; for the variance, batch means: the repeats are split into ``groups``
-independent groups, each group's variance estimate is kept, and the standard error is the standard
-deviation of the group estimates over ``sqrt(groups)``. The same is done for the per-layer average
-variance, whose neurons are correlated. A chunk is either part of one group or several whole groups.
+independent groups, each group's unbiased variance ``v_g`` is estimated, and the standard error is the
+standard deviation of the ``v_g`` over ``sqrt(groups)``. The same is done for each input's average
+of ``v_g`` over the neurons and for the layer's average (the neurons are correlated, so these need
+batch means too). A chunk is either part of one group or several whole groups. Groups that share a chunk get their ``v_g`` in the
+run dtype, and only the chunk's ``sum_g v_g``, ``sum_g v_g^2`` and per-input averages are added in
+float64 (float64 work per chunk, not per group); a group spread over several chunks is summed in
+float64 and closed once. The reported means are ``s-bar + mean(d)``, in float64.
 
 Reproducibility: the numbers depend on ``seed``, ``repeats``, ``groups``, ``chunk``, ``dtype`` and the
 device type, and on nothing else (the default chunk is a function of the network and batch shape only).
@@ -155,7 +159,7 @@ def simulate(
         if progress is not None:
             progress(done, repeats)
 
-    layers = tuple(accumulator.result(signal) for accumulator, (_, signal) in zip(stats, run.clean))
+    layers = tuple(accumulator.result(signal) for accumulator, (_, signal) in zip(stats, run.reference))
     return NoiseStatistics(layers=layers, method="montecarlo", noise=run.noises, repeats=repeats)
 
 
@@ -226,12 +230,11 @@ def _no_sites(network: Any, sites: SiteSelector) -> None:
 @dataclass(frozen=True)
 class _Setup:
     """What a simulation needs: the resolved noise, the noise-free pass in the run dtype
-    (``reference``) and as float64 (``clean``, the base of the reported means), the weights in the
-    run dtype, and the random generator."""
+    (``reference``: the deviations are measured from it, and the reported means are it plus the
+    mean deviation, in float64), the weights in the run dtype, and the random generator."""
 
     network: Network
     noises: tuple[Noise, ...]
-    clean: list[tuple[Tensor, Tensor]]
     reference: list[tuple[Tensor, Tensor]]
     weights: list[tuple[Tensor, Tensor]]
     generator: torch.Generator
@@ -265,7 +268,6 @@ class _Setup:
         return cls(
             network=network,
             noises=noises,
-            clean=[(weighted.double(), signal.double()) for weighted, signal in reference],
             reference=reference,
             weights=weights,
             generator=torch.Generator(device=device).manual_seed(seed),
@@ -275,7 +277,7 @@ class _Setup:
 
     @property
     def batch(self) -> int:
-        return int(self.clean[0][1].shape[0])
+        return int(self.reference[0][1].shape[0])
 
     def workspace(self, repeats: int) -> Workspace:
         """Buffers for chunks of up to ``repeats`` repeats."""
