@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from conftest import assert_within
 
 from noiseprop import Network, Noise, simulate
+from noiseprop._inputs import all_finite
 from noiseprop._streaming import chunks as _chunks
 from noiseprop.montecarlo import default_chunk
 
@@ -149,6 +152,20 @@ def test_default_chunk_bounds_the_working_set():
 def test_argument_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
         simulate(NET, NOISE, X, **{"repeats": 10, **kwargs})
+
+
+def test_inputs_are_checked_finite_in_the_run_dtype():
+    """The finiteness check runs on the converted inputs: 1e39 is finite in float64 but not in
+    float32; values whose sum overflows are still finite (the element-wise fallback)."""
+    net = Network.random([3, 2], "tanh", seed=0)
+    huge = torch.tensor([[1e39, 0.0, 0.0]], dtype=torch.float64)
+    assert simulate(net, Noise(AU=1e-3), huge, repeats=4, dtype="float64")[0].variance.isfinite().all()
+    with pytest.raises(ValueError, match=r"inputs must be finite \(in float32\)"):
+        simulate(net, Noise(AU=1e-3), huge, repeats=4, dtype="float32")
+    big = torch.full((1, 3), 3e38, dtype=torch.float32)
+    assert all_finite(big) and not all_finite(torch.tensor([1.0, math.nan]))
+    assert not all_finite(torch.tensor([math.inf, -math.inf]))
+    simulate(net, Noise(AU=1e-3), big, repeats=4, dtype="float32")
 
 
 def test_network_must_be_a_network():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from noiseprop.network import Network
 
-__all__ = ["as_device", "as_dtype", "as_inputs"]
+__all__ = ["all_finite", "as_device", "as_dtype", "as_inputs"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -37,19 +38,15 @@ def as_device(device: Any) -> torch.device:
 
 
 def as_inputs(inputs: Any, network: Network, *, dtype: torch.dtype, device: Any) -> Tensor:
-    """A ``(batch, network.input_size)`` tensor from ``inputs``.
+    """A ``(batch, network.input_size)`` tensor of ``dtype`` on ``device`` from ``inputs``.
 
     ``inputs`` may be a ``(batch, input_size)`` or ``(input_size,)`` array or tensor, or a single
     number, which is broadcast to every input feature (one input value fed to every neuron, as in the
-    symmetric networks of docs/THEORY.md section 2).
+    symmetric networks of docs/THEORY.md section 2). A floating-point tensor or array is converted
+    straight to ``dtype`` (one copy at most); anything else goes through float64. The values must be
+    finite in ``dtype`` (checked once, on the converted tensor: :func:`all_finite`).
     """
-    try:
-        tensor = torch.as_tensor(inputs, dtype=torch.float64).detach()
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise TypeError(
-            f"inputs must be a number or an array of shape (batch, {network.input_size}); "
-            f"got {type(inputs).__name__}."
-        ) from error
+    tensor = _as_float_tensor(inputs, network)
     if tensor.ndim == 0:
         tensor = tensor.expand(1, network.input_size)
     elif tensor.ndim == 1:
@@ -59,6 +56,32 @@ def as_inputs(inputs: Any, network: Network, *, dtype: torch.dtype, device: Any)
             f"inputs must have shape (batch, {network.input_size}) or ({network.input_size},) for "
             f"this network, or be a single number; got shape {tuple(tensor.shape)}."
         )
-    if not torch.isfinite(tensor).all():
-        raise ValueError("inputs must be finite; got NaN or infinite values.")
-    return tensor.to(device=as_device(device), dtype=dtype).contiguous()
+    result = tensor.to(device=as_device(device), dtype=dtype).contiguous()
+    if not all_finite(result):
+        kind = str(dtype).removeprefix("torch.")
+        raise ValueError(f"inputs must be finite (in {kind}); got NaN or infinite values.")
+    return result
+
+
+def all_finite(tensor: Tensor) -> bool:
+    """Whether every element of ``tensor`` is finite, in one pass where it is: a NaN or infinite
+    element makes the sum NaN or infinite, so a finite sum proves every element finite; only a
+    non-finite sum (a NaN or infinity, or finite values whose sum overflows) is checked element by
+    element."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+def _as_float_tensor(inputs: Any, network: Network) -> Tensor:
+    """``inputs`` as a floating-point tensor: a floating-point tensor or NumPy array as it is (no
+    copy), anything else converted to float64."""
+    if isinstance(inputs, Tensor) and inputs.is_floating_point():
+        return inputs.detach()
+    if isinstance(inputs, np.ndarray) and inputs.dtype in (np.float32, np.float64):
+        return torch.as_tensor(inputs)
+    try:
+        return torch.as_tensor(inputs, dtype=torch.float64).detach()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"inputs must be a number or an array of shape (batch, {network.input_size}); "
+            f"got {type(inputs).__name__}."
+        ) from error
