@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import SIGMAS, assert_within
 
 from noiseprop import Layer, Network, Noise, propagate, simulate
+from noiseprop._recursion import covariance_recursion
 
 SMOOTH = ["sigmoid", "tanh", "sigmoid:gain=2", "linear"]
 
@@ -98,6 +100,82 @@ def test_variance_only_output_layer_matches_full_covariance():
     light = propagate(net, noise, x)
     torch.testing.assert_close(
         full[-1].covariance.diagonal(dim1=-2, dim2=-1), light[-1].variance, rtol=1e-12, atol=0
+    )
+
+
+def _textbook(net: Network, noise: Noise, x: torch.Tensor) -> list[np.ndarray]:
+    """docs/THEORY.md section 3 written out per input in numpy, every covariance a full matrix:
+    ``C_z = W C W^T``, then ``inject(G C_z G, s)`` (after) or ``G inject(C_z, z) G`` (before), with
+    ``inject(C, m) = C (1 + D_MC) + diag(diag C) D_MU + diag(D_AU + m^2 D_MU) + D_AC 11^T
+    + D_MC m m^T``. Returns every layer's ``(batch, N, N)`` covariance."""
+
+    def inject(cov, level):
+        out = cov * (1 + noise.MC) + np.diag(np.diag(cov) * noise.MU + noise.AU + level**2 * noise.MU)
+        return out + noise.AC + noise.MC * np.outer(level, level)
+
+    layers = [[] for _ in net.layers]
+    for row in x.numpy():
+        signal, cov = row, np.zeros((len(row), len(row)))
+        for index, layer in enumerate(net.layers):
+            weight, bias = layer.weight.numpy(), layer.bias.numpy()
+            weighted = weight @ signal + bias
+            slope = layer.activation.derivative(torch.from_numpy(weighted)).numpy()
+            signal = layer.activation(torch.from_numpy(weighted)).numpy()
+            seen = weight @ cov @ weight.T
+            if noise.injection == "after":
+                cov = inject(np.outer(slope, slope) * seen, signal)
+            else:
+                cov = np.outer(slope, slope) * inject(seen, weighted)
+            layers[index].append(cov)
+    return [np.stack(covs) for covs in layers]
+
+
+FACTORED_SHAPES = [
+    [8, 30, 20, 20, 5],  # the factors outnumber layer 3's neurons: C formed there (densify)
+    [16, 10, 10, 3],  # factored to the end, the pending diagonal turned into sources
+    [5, 40, 3, 40, 40, 2],  # a narrow layer between wide ones
+]
+KIND_SETS = [
+    dict(AU=2e-3),
+    dict(AC=2e-3),
+    dict(MU=2e-3),
+    dict(MC=2e-3),
+    dict(AU=1e-3, MC=3e-3),
+    dict(AU=1e-3, AC=2e-3, MU=3e-3, MC=4e-3),
+]
+
+
+@pytest.mark.parametrize("widths", FACTORED_SHAPES)
+@pytest.mark.parametrize("kinds", KIND_SETS)
+@pytest.mark.parametrize("injection", ["after", "before"])
+def test_factored_recursion_equals_the_textbook_recursion(widths, kinds, injection):
+    """The factored form (variances only: no N x N matrix where the factors are smaller) and the
+    full form (covariance=True) both give the textbook recursion's numbers to rounding."""
+    activations = ["tanh", "sigmoid", "relu", "linear:slope=0.8", "tanh"][: len(widths) - 1]
+    net = Network.random(widths, activations, seed=4)
+    noise = Noise(**kinds, injection=injection)
+    x = _inputs(6, widths[0])
+    reference = _textbook(net, noise, x)
+    light = propagate(net, noise, x)
+    full = propagate(net, noise, x, covariance=True)
+    for expected, variance_only, with_covariance in zip(reference, light.layers, full.layers):
+        diagonal = torch.from_numpy(np.diagonal(expected, axis1=-2, axis2=-1).copy())
+        torch.testing.assert_close(variance_only.variance, diagonal, rtol=1e-11, atol=1e-300)
+        torch.testing.assert_close(
+            with_covariance.covariance, torch.from_numpy(expected), rtol=1e-11, atol=1e-18
+        )
+        assert variance_only.covariance is None
+
+
+def test_output_covariance_alone_equals_the_textbook_recursion():
+    """What the accuracy prediction asks for: the last layer's covariance, no other formed."""
+    net = Network.random([16, 10, 10, 3], ["tanh", "sigmoid", "linear"], seed=4)
+    noise = Noise(AU=1e-3, AC=2e-3, MU=3e-3, MC=4e-3)
+    x = _inputs(5, 16)
+    layers = covariance_recursion(net, (noise,) * 3, x, frozenset({2}), max_memory=2**29)
+    assert [layer.covariance is None for layer in layers] == [True, True, False]
+    torch.testing.assert_close(
+        layers[-1].covariance, torch.from_numpy(_textbook(net, noise, x)[-1]), rtol=1e-11, atol=1e-18
     )
 
 

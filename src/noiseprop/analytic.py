@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from noiseprop._inputs import as_inputs
+from noiseprop._recursion import covariance_recursion
 from noiseprop._validation import check_choice, check_positive_int
 from noiseprop.moments import moments
 from noiseprop.network import Network
@@ -129,103 +130,9 @@ def propagate(
             network, noises, x, covariance=covariance, nodes=nodes, seed=seed, max_memory=max_memory
         )
     else:
-        layers = _covariance_chunked(network, noises, x, covariance, max_memory)
+        keep = frozenset(range(network.depth)) if covariance else frozenset()
+        layers = covariance_recursion(network, noises, x, keep, max_memory)
     return NoiseStatistics(layers=tuple(layers), method=method, noise=noises)
-
-
-# ---------------------------------------------------------------------------------- injection
-def _inject(cov: Tensor, level: Tensor, noise: Noise) -> Tensor:
-    """``inject(C, m)`` of the module docstring, for a batch ``C: (b, N, N)``, ``m: (b, N)``."""
-    out = cov * (1 + noise.MC) if noise.MC else cov.clone()
-    diagonal = out.diagonal(dim1=-2, dim2=-1)
-    if noise.MU:
-        diagonal += noise.MU * (cov.diagonal(dim1=-2, dim2=-1) + level.square())
-    if noise.AU:
-        diagonal += noise.AU
-    if noise.AC:
-        out += noise.AC
-    if noise.MC:
-        out += noise.MC * level.unsqueeze(-1) * level.unsqueeze(-2)
-    return out
-
-
-def _inject_variance(variance: Tensor, level: Tensor, noise: Noise) -> Tensor:
-    """The diagonal of ``inject``: ``v (1 + D_MU + D_MC) + m^2 (D_MU + D_MC) + D_AU + D_AC``."""
-    multiplicative = noise.MU + noise.MC
-    return variance * (1 + multiplicative) + level.square() * multiplicative + noise.AU + noise.AC
-
-
-# --------------------------------------------------------------------------------- covariance
-def _covariance_chunked(
-    network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool, max_memory: int
-) -> list[LayerStatistics]:
-    widest = max(network.widths)  # covariances are N x N; the noise-free inputs carry none
-    per_input = 8 * 5 * widest * widest  # C, W C, W C W^T, injected copy, slack
-    chunk = max(1, min(x.shape[0], max_memory // per_input))
-    parts = [
-        _covariance(network, noises, x[start : start + chunk], covariance)
-        for start in range(0, x.shape[0], chunk)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    merged = []
-    for index in range(network.depth):
-        pieces = [part[index] for part in parts]
-        merged.append(
-            LayerStatistics(
-                mean=torch.cat([piece.mean for piece in pieces]),
-                variance=torch.cat([piece.variance for piece in pieces]),
-                covariance=torch.cat([piece.covariance for piece in pieces]) if covariance else None,
-            )
-        )
-    return merged
-
-
-def _covariance(
-    network: Network, noises: tuple[Noise, ...], x: Tensor, covariance: bool
-) -> list[LayerStatistics]:
-    """First-order covariance recursion (docs/THEORY.md section 3)::
-
-        Cz  = W C^{n-1} W^T
-        Cf  = diag(g) Cz diag(g),   g = f'(x-bar)
-        C^n = inject(Cf, s-bar)                  (injection after the activation)
-        C^n = diag(g) inject(Cz, x-bar) diag(g)  (injection before it)
-
-    ``C^0 = 0``: the inputs are noise-free.
-    """
-    layers = []
-    previous: Tensor | None = None  # covariance of the previous layer's outputs, None when zero
-    for index, ((weighted, signal), layer, noise) in enumerate(
-        zip(network.forward(x), network.layers, noises)
-    ):
-        weight = layer.weight.to(x.device)
-        slope = layer.activation.derivative(weighted)
-        if covariance or index < network.depth - 1:
-            if previous is None:
-                cz = torch.zeros(*weighted.shape, weighted.shape[-1], dtype=x.dtype, device=x.device)
-            else:
-                cz = torch.matmul(torch.matmul(weight, previous), weight.T)
-            gg = slope.unsqueeze(-1) * slope.unsqueeze(-2)
-            if noise.injection == "after":
-                current = _inject(gg * cz, signal, noise)
-            else:
-                current = gg * _inject(cz, weighted, noise)
-            variance = current.diagonal(dim1=-2, dim2=-1).clone()
-            previous = None if not current.any() else current
-        else:  # output layer without covariance: only the diagonal of W C W^T is needed
-            if previous is None:
-                variance_z = torch.zeros_like(weighted)
-            else:
-                variance_z = (torch.matmul(weight, previous) * weight).sum(-1)
-            if noise.injection == "after":
-                variance = _inject_variance(slope.square() * variance_z, signal, noise)
-            else:
-                variance = slope.square() * _inject_variance(variance_z, weighted, noise)
-            current = None
-        layers.append(
-            LayerStatistics(mean=signal, variance=variance, covariance=current if covariance else None)
-        )
-    return layers
 
 
 # --------------------------------------------------------------------------------- mean field

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from noiseprop._inputs import as_device, as_dtype
+from noiseprop._recursion import covariance_recursion
 from noiseprop._validation import (
     MAX_REPEATS,
     MAX_SEED,
@@ -35,7 +36,6 @@ from noiseprop._validation import (
     check_nonnegative,
     check_positive_int,
 )
-from noiseprop.analytic import propagate
 from noiseprop.model_analytic import GaussianCut, gaussian_cut, linearised_model
 from noiseprop.model_montecarlo import (
     as_model_inputs,
@@ -76,6 +76,9 @@ REPEAT_BLOCK = 256
 """Repeats per random stream of the simulation (bounds the memory of one noisy pass)."""
 SCRAMBLINGS = 8
 """Independent scramblings of the Sobol points of the prediction (its error estimate)."""
+ORTHANT_BLOCK = 2**18
+"""Differences per block of the orthant integral (points x images x classes): 2 MiB in float64, a
+block that stays in cache (BENCHMARKS.md)."""
 MAX_CUT_ELEMENTS = 512
 """Largest input of a model's last nonlinear site call (elements per image) that
 ``predictor="moments"`` takes as Gaussian: its covariance costs that many vector-Jacobian products
@@ -552,9 +555,10 @@ def _predicted(
         noises = (*noises[:-1], replace(last, MC=0.0))
         flipped = 0.5 * math.erfc(1 / math.sqrt(2 * last.MC))  # P(1 + xi_MC < 0)
     parts = []
+    last_layer = frozenset({network.depth - 1})  # the outputs' covariance only (no other C formed)
     for start in range(0, len(x), batch_size):
         chunk, labels = x[start : start + batch_size], target[start : start + batch_size]
-        output = propagate(network, noises, chunk, covariance=True, device=x.device)[-1]
+        output = covariance_recursion(network, noises, chunk, last_layer, max_memory=2**29)[-1]
         right = _orthant(output.mean, output.covariance, labels, normals)
         if rescaled:
             lowest = _orthant(-output.mean, output.covariance, labels, normals)
@@ -970,10 +974,24 @@ def _orthant(mean: Tensor, covariance: Tensor, target: Tensor, normals: Sequence
     results = torch.where((shift > reach).all(-1), 1.0, 0.0).double().expand(len(normals), -1).clone()
     open_ = ((shift.abs() <= reach).any(-1) & (shift >= -reach).all(-1)).nonzero().flatten()
     if len(open_):
-        shift, root = shift[open_], root[open_]
-        later = (others[open_] > target[open_].unsqueeze(-1)).unsqueeze(1)  # ties: first class wins
-        for index, z in enumerate(normals):
-            differences = shift.unsqueeze(1) + torch.matmul(z, root.mT)  # (b, points, K-1)
-            wins = (differences > 0) | ((differences == 0) & later)
-            results[index, open_] = wins.all(-1).double().mean(-1)
+        # ties go to the first class: d_k >= 0 suffices for a later class k, d_k > 0 is needed for
+        # an earlier one; adding the smallest normal number to a later class's shift makes both
+        # "> 0" (it moves no shift of more than 1e-292)
+        later = others[open_] > target[open_].unsqueeze(-1)
+        shift = shift[open_] + later * torch.finfo(torch.float32).tiny
+        # d = [z, 1] [root^T; shift]: the differences of a block of open images at every point in
+        # one product of (points, K) by (K, (K - 1) x images), laid out so that the minimum over the
+        # K - 1 differences runs along whole rows of images; blocks stay in cache
+        root = root[open_]
+        block = max(1, ORTHANT_BLOCK // (len(normals[0]) * (classes - 1)))
+        lifted = [torch.cat([z, z.new_ones(len(z), 1)], dim=1).float() for z in normals]
+        for start in range(0, len(open_), block):
+            stop = min(start + block, len(open_))
+            factors = torch.cat(
+                [root[start:stop].permute(2, 1, 0), shift[start:stop].T.unsqueeze(0)]
+            ).flatten(1).float()  # (K, (K - 1) x images): column k x images + i
+            for index, z in enumerate(lifted):
+                differences = (z @ factors).view(len(z), classes - 1, stop - start)
+                wins = differences.amin(1) > 0  # (points, images)
+                results[index, open_[start:stop]] = wins.sum(0, dtype=torch.float64) / len(z)
     return results
