@@ -27,7 +27,7 @@ from benchmarks._timing import interleave
 from benchmarks.workloads import ALL_FOUR, mnist_inputs
 from noiseprop import Network, Noise, propagate, simulate
 
-__all__ = ["crossover", "mnist"]
+__all__ = ["accuracy_cost", "crossover", "engine", "engine_markdown", "mnist"]
 
 PILOT = 256
 TARGET = 0.02
@@ -95,6 +95,187 @@ def mnist(*, images: int, rounds: int) -> dict[str, float]:
         flush=True,
     )
     return result
+
+
+def needed_flops(network: Network) -> int:
+    """Floating-point operations per input that the variance of every layer truly needs, for a
+    network of three dense layers with uncorrelated noise on every layer: the noise-free pass
+    (``2 N_out N_in`` per layer), the one product per input that the last layer's variance depends
+    on entry by entry, ``W3 diag(g2) W2`` (``2 N3 N2 N1``: ``var_3 = g3^2 (W3 G2 W2)^2 d1 + ...``),
+    and the variances of the diagonals seen through one layer (``2 N_out N_in`` each, layers 2
+    and 3). Elementwise work (``O(N N_in)`` per input at most) is not counted."""
+    widths = network.widths
+    forward = sum(2 * layer.out_features * layer.in_features for layer in network.layers)
+    through = sum(2 * layer.out_features * layer.in_features for layer in network.layers[1:])
+    return forward + 2 * widths[2] * widths[1] * widths[0] + through
+
+
+def _products_alone(network: Network, x: torch.Tensor) -> float:
+    """Seconds of the products of :func:`needed_flops` alone, each one matrix product over the whole
+    batch in float64 (the roofline of the work: what the best GEMM of this machine does with it)."""
+    weights = [layer.weight.double() for layer in network.layers]
+    rows = torch.rand(len(x) * weights[2].shape[0], weights[1].shape[0], dtype=torch.float64)
+    hidden = [torch.rand(len(x), w.shape[1], dtype=torch.float64) for w in weights]
+
+    def run() -> None:
+        for w, h in zip(weights, hidden):
+            h @ w.T  # the noise-free pass
+        for w, h in zip(weights[1:], hidden[1:]):
+            h @ w.square().T  # diagonals seen through one layer
+        rows @ weights[1]  # W3 diag(g2) W2, every input's rows at once
+
+    run()
+    return _seconds(run, rounds=5)
+
+
+def engine(*, images: tuple[int, ...], rounds: int) -> dict[str, object]:
+    """The covariance method on the MNIST shape: variances only (factored, no N x N matrix) and
+    every layer's covariance, cost per input against the batch, against its FLOP roofline."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from noiseprop.training import default_network
+
+    network, noise = default_network(), ALL_FOUR
+    largest = mnist_inputs(max(images))
+    cases = {}
+    for count in images:
+        inputs = largest[:count]
+        cases[f"variances {count}"] = lambda inputs=inputs: propagate(network, noise, inputs)
+    cases["covariances"] = lambda: propagate(network, noise, largest, covariance=True)
+    cases["meanfield"] = lambda: propagate(network, noise, largest, method="meanfield")
+    timings = interleave(cases, rounds=rounds)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        propagate(network, noise, largest)
+    products = _products_alone(network, largest)
+    result = {
+        "images": images,
+        "per_input_s": {count: timings.median(f"variances {count}") / count for count in images},
+        "variances_s": timings.median(f"variances {max(images)}"),
+        "covariances_s": timings.median("covariances"),
+        "meanfield_s": timings.median("meanfield"),
+        "speedup": timings.ratio("covariances", f"variances {max(images)}"),
+        "needed_flops": needed_flops(network) * max(images),
+        "executed_flops": counter.get_total_flops(),
+        "products_s": products,
+        "peak_mib": _peak_memory(max(images)),
+    }
+    print(
+        f"  covariance method, {max(images)} images: variances {result['variances_s'] * 1e3:.0f} ms, "
+        f"every covariance {result['covariances_s'] * 1e3:.0f} ms, products alone "
+        f"{products * 1e3:.0f} ms",
+        flush=True,
+    )
+    return result
+
+
+def _peak_memory(images: int) -> float:
+    """MiB that ``propagate`` (variances) adds to the peak resident set of a fresh process."""
+    script = (
+        "import resource, torch\n"
+        "from benchmarks.workloads import ALL_FOUR, mnist_inputs\n"
+        "from noiseprop import propagate\n"
+        "from noiseprop.training import default_network\n"
+        f"network, inputs = default_network(), mnist_inputs({images})\n"
+        "propagate(network, ALL_FOUR, inputs[:10])\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "propagate(network, ALL_FOUR, inputs)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+    )
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root
+    )
+    return float(output.stdout.strip().splitlines()[-1])
+
+
+def accuracy_cost(*, images: int, rounds: int) -> dict[str, float]:
+    """The first-order accuracy prediction of the MNIST test set: its two parts, the outputs'
+    mean and covariance (no other covariance formed) and the orthant integral."""
+    from noiseprop import accuracy
+    from noiseprop._recursion import covariance_recursion
+    from noiseprop.datasets import mnist as load
+    from noiseprop.noise import per_layer
+    from noiseprop.training import default_network
+
+    network = default_network()
+    pictures, labels = load().scaled("test")
+    pictures, labels = pictures[:images], labels[:images]
+    noise = Noise(AU=0.1)
+    inputs = torch.as_tensor(pictures, dtype=torch.float64)
+    last = frozenset({network.depth - 1})
+    timings = interleave(
+        {
+            "accuracy": lambda: accuracy(
+                network, noise, pictures, labels, method="predicted", predictor="covariance"
+            ),
+            "outputs": lambda: covariance_recursion(
+                network, per_layer(noise, network.depth), inputs, last, max_memory=2**29
+            ),
+        },
+        rounds=rounds,
+    )
+    result = {
+        "images": images,
+        "accuracy_s": timings.median("accuracy"),
+        "outputs_s": timings.median("outputs"),
+    }
+    print(
+        f"  accuracy prediction, {images} images: {result['accuracy_s'] * 1e3:.0f} ms, of which the "
+        f"outputs' moments {result['outputs_s'] * 1e3:.0f} ms",
+        flush=True,
+    )
+    return result
+
+
+def engine_markdown(result: dict[str, object], accuracy: dict[str, float]) -> str:
+    images = result["images"]
+    largest = max(images)
+    gflop = result["needed_flops"] / 1e9
+    rate = gflop / result["products_s"]
+    median, low, high = result["speedup"]
+    lines = [
+        "Shipped 784-100-100-10 network, MNIST test images, all four kinds at 1e-3, float64. "
+        'Variances: `propagate(method="covariance")`, factored (no N x N matrix formed); '
+        "covariances: the same with `covariance=True` (every layer's matrix formed, what the method "
+        "did for variances too before issue 14).",
+        "",
+        "| images | variances | per image |",
+        "|---:|---:|---:|",
+    ]
+    for count in images:
+        per_input = result["per_input_s"][count]
+        lines.append(f"| {count:,} | {per_input * count * 1e3:.1f} ms | {per_input * 1e6:.1f} us |")
+    lines += [
+        "",
+        f"| {largest:,} images | time |",
+        "|---|---:|",
+        f"| variances (factored) | {result['variances_s'] * 1e3:.0f} ms |",
+        f"| every layer's covariance | {result['covariances_s'] * 1e3:.0f} ms "
+        f"(**{median:.1f}x** the variances, {low:.1f}-{high:.1f}) |",
+        f"| mean-field | {result['meanfield_s'] * 1e3:.1f} ms |",
+        f"| the needed products alone ({gflop:.2f} GFLOP, {rate:.1f} GFLOP/s) | "
+        f"{result['products_s'] * 1e3:.0f} ms |",
+        f"| variances / products alone | **{result['variances_s'] / result['products_s']:.2f}** |",
+        "",
+        f"Needed work: the noise-free pass, the product `W3 diag(g2) W2` per image and the two "
+        f"diagonals seen through one layer, {result['needed_flops'] / largest / 1e3:.0f} kFLOP per "
+        f"image (`benchmarks/analytic_cost.py: needed_flops`); the code executes "
+        f"{result['executed_flops'] / largest / 1e3:.0f} kFLOP per image in matrix products "
+        "(torch's FLOP counter). Peak resident memory that the variances of "
+        f"{largest:,} images add to a fresh process: {result['peak_mib']:.0f} MiB.",
+        "",
+        f'Accuracy prediction (first order, `predictor="covariance"`, AU = 0.1, '
+        f"{accuracy['images']:,} test images, 4,096 points per image): "
+        f"**{accuracy['accuracy_s'] * 1e3:.0f} ms**, of which the outputs' mean and covariance "
+        f"(no other covariance formed) {accuracy['outputs_s'] * 1e3:.0f} ms; the rest is the "
+        "orthant integral.",
+    ]
+    return "\n".join(lines)
 
 
 def crossover(*, widths: tuple[int, ...], depth: int, batch: int) -> list[dict[str, float]]:

@@ -70,7 +70,9 @@ def propagate(
         sites: a model's noise sites (:func:`noiseprop.find_sites`; default every activation
             module); not for a network.
         method: ``"covariance"``: the first-order covariance recursion of docs/THEORY.md section 3,
-            exact for linear activations. ``"meanfield"``: the scalar rule of docs/THEORY.md section 3,
+            exact for linear activations; without ``covariance`` it forms no ``N x N`` matrix where
+            its factored form is smaller (docs/THEORY.md section 3, "Computing it without ``N x N``
+            matrices"). ``"meanfield"``: the scalar rule of docs/THEORY.md section 3,
             in which each layer's noise is a per-neuron variance plus a covariance shared by every pair
             of neurons, propagated with ``<W>`` and ``<W^2>``. ``"symmetric"``: the closed form of
             docs/THEORY.md section 2 for networks whose layers have one weight value and one bias value
@@ -78,7 +80,8 @@ def propagate(
         covariance: also return every layer's ``(batch, N, N)`` covariance.
         device: where to compute.
         max_memory: bytes of working memory for the covariance and moments methods; inputs are
-            processed in chunks that fit (default 512 MiB).
+            processed in chunks that fit (default 512 MiB; the covariance method's chunks also keep
+            their largest tensor within 4 MiB, which stays in cache).
         nodes: quadrature nodes over the correlated draws (``method="moments"``; default
             :func:`noiseprop.moments.default_nodes`, see :func:`noiseprop.moments.quadrature`).
             ``nodes=1`` conditions on no draw: every correlated noise is carried by its moments
