@@ -13,15 +13,15 @@ half the random numbers. The correlated kinds take one draw each per layer and p
 
 Statistics. Each chunk is reduced over its repeats in the run dtype (pairwise summation) into sums of
 ``d = y - s-bar`` (the deviation from the noise-free output ``s-bar``, computed in the run dtype too,
-which keeps the sums well conditioned) and ``d^2``, and the chunk sums are accumulated in float64;
-they give the sample mean and the unbiased sample variance. Standard errors: ``sqrt(variance /
-repeats)`` for the mean; for the variance, batch means: the repeats are split into ``groups``
-independent groups, each group's unbiased variance ``v_g`` is estimated, and the standard error is the
-standard deviation of the ``v_g`` over ``sqrt(groups)``. The same is done for each input's average
-of ``v_g`` over the neurons and for the layer's average (the neurons are correlated, so these need
-batch means too). A chunk is either part of one group or several whole groups. Groups that share a chunk get their ``v_g`` in the
-run dtype, and only the chunk's ``sum_g v_g``, ``sum_g v_g^2`` and per-input averages are added in
-float64 (float64 work per chunk, not per group); a group spread over several chunks is summed in
+which keeps the sums well conditioned) and ``d^2``, and the chunk sums are accumulated in float64; they
+give the sample mean and the unbiased sample variance. Standard errors: ``sqrt(variance / repeats)``
+for the mean; for the variance, batch means: the repeats are split into ``groups`` independent groups,
+each group's unbiased variance ``v_g`` is estimated, and the standard error is the standard deviation
+of the ``v_g`` over ``sqrt(groups)``. The same is done for each input's average of ``v_g`` over the
+neurons and for the layer's average (the neurons are correlated, so these need batch means too). A
+chunk is either part of one group or several whole groups. Groups that share a chunk get their ``v_g``
+in the run dtype, and only the chunk's ``sum_g v_g``, ``sum_g v_g^2`` and per-input averages are added
+in float64 (float64 work per chunk, not per group); a group spread over several chunks is summed in
 float64 and closed once. The reported means are ``s-bar + mean(d)``, in float64.
 
 Reproducibility: the numbers depend on ``seed``, ``repeats``, ``groups``, ``chunk``, ``dtype`` and the
