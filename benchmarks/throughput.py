@@ -1,4 +1,5 @@
-"""``simulate`` against the floor (:mod:`benchmarks.floor`) on the three shapes, float32 and float64."""
+"""``simulate`` against the floor (:mod:`benchmarks.floor`) on the three shapes, float32 and float64,
+and with many inputs and few repeats (10,000 MNIST images, 64 and 16 repeats), float32."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from benchmarks._timing import interleave
 from benchmarks.floor import Workload, bare_loop, draws_only, matmuls_only
-from benchmarks.workloads import shapes
+from benchmarks.workloads import many_inputs, shapes
 from noiseprop import simulate
 
 __all__ = ["Row", "measure"]
@@ -46,7 +47,8 @@ def run_simulate(work: Workload) -> None:
 def measure(*, rounds: int, scale: float, dtypes: tuple[torch.dtype, ...]) -> list[Row]:
     rows = []
     for dtype in dtypes:
-        for work in shapes(dtype, scale=scale):
+        many = many_inputs(dtype) if dtype == torch.float32 else []
+        for work in [*shapes(dtype, scale=scale), *many]:
             timings = interleave(
                 {
                     "simulate": lambda work=work: run_simulate(work),

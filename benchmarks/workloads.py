@@ -8,7 +8,7 @@ from benchmarks.floor import Workload
 from noiseprop import Network, Noise
 from noiseprop.montecarlo import default_chunk
 
-__all__ = ["ALL_FOUR", "mnist_inputs", "shapes"]
+__all__ = ["ALL_FOUR", "many_inputs", "mnist_inputs", "shapes"]
 
 ALL_FOUR = Noise(AU=1e-3, AC=1e-3, MU=1e-3, MC=1e-3)
 """All four kinds of noise on, after the activation (the intensities do not change the cost)."""
@@ -58,4 +58,25 @@ def shapes(dtype: torch.dtype, *, scale: float = 1.0) -> list[Workload]:
             chunk=default_chunk(net, int(x.shape[0]), dtype),
         )
         for name, net, x, repeats in cases
+    ]
+
+
+def many_inputs(dtype: torch.dtype = torch.float32) -> list[Workload]:
+    """Many inputs, few repeats: the shipped MNIST network on 10,000 test images, 64 repeats (two per
+    batch-means group) and 16 repeats (a short run: the per-call cost counts). Fixed repeats whatever
+    the scale, since the few repeats are the point. Each runs with ``simulate``'s default chunk."""
+    from noiseprop.training import default_network
+
+    mnist, images = default_network(), mnist_inputs(10_000).contiguous()
+    return [
+        Workload(
+            name=f"MNIST 784-100-100-10, 10,000 images, {repeats} repeats",
+            network=mnist,
+            inputs=images,
+            noise=ALL_FOUR,
+            repeats=repeats,
+            dtype=dtype,
+            chunk=default_chunk(mnist, int(images.shape[0]), dtype),
+        )
+        for repeats in (64, 16)
     ]
