@@ -24,6 +24,7 @@ RANKS = {
     "results": 3,
     "sites": 3,
     "_streaming": 3,
+    "_recursion": 3,
     "model_montecarlo": 4,
     "model_analytic": 4,
     "analytic": 4,
