@@ -311,6 +311,7 @@ def conditional_moments(
     # conditioned draw; the draw broadcasts the node dimension to Q
     mean = x.unsqueeze(0)
     cov: Tensor | None = None
+    diagonal: Tensor | None = None  # C = diag(diagonal): the first noisy layer, no shared noise
     means, covariances, variances = [], [], []
     last = network.depth - 1
     for index, (layer, noise) in enumerate(zip(network.layers, noises)):
@@ -318,7 +319,14 @@ def conditional_moments(
         bias = layer.bias.to(x.device)
         mean_x = torch.matmul(mean, weight.T) + bias
         keep = full or output_covariance or index < last
-        if cov is None:
+        if diagonal is not None:  # W diag(v) W^T: one matrix product over the nodes and inputs
+            if keep:
+                scaled = weight * diagonal.unsqueeze(-2)  # (.., N, N_in)
+                cov_x = (scaled.reshape(-1, weight.shape[1]) @ weight.T).view(*scaled.shape[:-1], -1)
+                var_x = cov_x.diagonal(dim1=-2, dim2=-1)
+            else:
+                cov_x, var_x = None, diagonal @ weight.square().T
+        elif cov is None:
             cov_x = None
             var_x = torch.zeros_like(mean_x)
         elif keep:
@@ -334,16 +342,21 @@ def conditional_moments(
             AC=0.0 if (index, "AC") in shift else noise.AC,
         )
         f = layer.activation
+        stored = full or (output_covariance and index == last)
+        # noise-free so far and no shared noise here: this layer's covariance is diagonal, carried
+        # as its variances (formed only where it is stored)
+        diagonal_here = cov_x is None and not draws_here.MC and not draws_here.AC
+        formed = keep and (stored or not diagonal_here)
         if noise.injection == "before":
-            mean_x, cov_x, var_x = _inject(mean_x, cov_x, var_x, noise, draws_here, keep)
+            mean_x, cov_x, var_x = _inject(mean_x, cov_x, var_x, noise, draws_here, formed)
             first, second, slope, curvature = gaussian_moments(f, mean_x, var_x, curvature=True)
-            mean, cov, var = _activate(first, second, slope, curvature, cov_x, keep)
+            mean, cov, var = _activate(first, second, slope, curvature, cov_x, formed)
         else:
             first, second, slope, curvature = gaussian_moments(f, mean_x, var_x, curvature=True)
-            mean, cov, var = _activate(first, second, slope, curvature, cov_x, keep)
-            mean, cov, var = _inject(mean, cov, var, noise, draws_here, keep)
+            mean, cov, var = _activate(first, second, slope, curvature, cov_x, formed)
+            mean, cov, var = _inject(mean, cov, var, noise, draws_here, formed)
+        diagonal = var if diagonal_here and bool(noise.AU or noise.MU) else None
         means.append(mean)
-        stored = full or (output_covariance and index == last)
         covariances.append(cov if stored else None)  # None also: no uncorrelated noise yet
         variances.append(var)
     nodes_count = len(weights)
@@ -379,8 +392,11 @@ def _activate(
     variance = (second - first.square()).clamp_min(0)
     if not keep or cov_x is None:
         return first, None, variance
-    cov = slope.unsqueeze(-1) * cov_x * slope.unsqueeze(-2)
-    cov += curvature.unsqueeze(-1) * cov_x.square() * curvature.unsqueeze(-2) / 2
+    # C_ij (g_i g_j + h_i h_j C_ij / 2): two outer products and two passes over C
+    half = curvature * math.sqrt(0.5)
+    cov = torch.addcmul(
+        slope.unsqueeze(-1) * slope.unsqueeze(-2), half.unsqueeze(-1) * half.unsqueeze(-2), cov_x
+    ).mul_(cov_x)
     cov.diagonal(dim1=-2, dim2=-1).copy_(variance)
     return first, cov, variance
 
@@ -395,6 +411,7 @@ def _inject(
 
     with ``E[v^2] = C_ii + m_i^2`` the second moment of the signal ``v`` before the noise (only one
     of ``c_MC``, ``D_MC`` is nonzero)."""
+    given = cov
     # the uncorrelated kinds, per neuron; without MU the same for every node (leading dim 1)
     own = (
         noise.MU * (var + mean.square()) + noise.AU
@@ -425,8 +442,11 @@ def _inject(
         cov = cov * (1 + draws.MC) + draws.MC * centre.unsqueeze(-1) * centre.unsqueeze(-2)
     if draws.AC:
         cov = cov + draws.AC
-    if uncorrelated:
-        cov = cov + torch.diag_embed(own)
+    if uncorrelated:  # diag(own) added in place, to a tensor of our own of the full shape
+        shape = torch.broadcast_shapes(cov.shape[:-1], own.shape)
+        if cov is given or cov.shape[:-1] != shape:
+            cov = cov.expand(*shape, cov.shape[-1]).clone()
+        cov.diagonal(dim1=-2, dim2=-1).add_(own)
     return mean, cov, var
 
 
