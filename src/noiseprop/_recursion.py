@@ -254,21 +254,25 @@ def covariance_recursion(
     steps = plan(network, noises, keep)
     per_input = 8 * max(1, max(step.elements for step in steps))
     chunk = max(1, min(len(x), min(CACHE_BYTES, max_memory) // per_input))
-    parts = [
-        _recursion(network, noises, x[start : start + chunk], steps) for start in range(0, len(x), chunk)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return [
+    if chunk >= len(x):
+        return _recursion(network, noises, x, steps)
+    # the results written in place, chunk by chunk (no second copy of them at the end)
+    results = [
         LayerStatistics(
-            mean=torch.cat([part[index].mean for part in parts]),
-            variance=torch.cat([part[index].variance for part in parts]),
-            covariance=None
-            if not steps[index].keep
-            else torch.cat([part[index].covariance for part in parts]),
+            mean=x.new_empty(len(x), width),
+            variance=x.new_empty(len(x), width),
+            covariance=x.new_empty(len(x), width, width) if step.keep else None,
         )
-        for index in range(network.depth)
+        for width, step in zip(network.widths, steps)
     ]
+    for start in range(0, len(x), chunk):
+        part = _recursion(network, noises, x[start : start + chunk], steps)
+        for result, piece in zip(results, part):
+            result.mean[start : start + chunk] = piece.mean
+            result.variance[start : start + chunk] = piece.variance
+            if result.covariance is not None:
+                result.covariance[start : start + chunk] = piece.covariance
+    return results
 
 
 def _recursion(
