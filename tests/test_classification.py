@@ -133,6 +133,18 @@ def test_all_classes_tied_are_equally_likely(seed):
     assert simulated.noise_free == 0.1  # argmax of a tie is the first class: right for label 0
 
 
+@pytest.mark.parametrize("noise", [Noise(), Noise(AC=0.5)])
+def test_exact_ties_go_to_the_first_class_in_the_prediction(noise):
+    """Every output equal in every draw (zero weights; no noise, or one correlated offset shared by
+    all outputs): argmax picks class 0 every time, so an image labelled 0 is always right and any
+    other never. The orthant integral must keep that rule exactly, at every point."""
+    labels = torch.tensor([0, 3, 9, 0])
+    predicted = accuracy(
+        _tied(10), noise, torch.zeros(4, 1), labels, method="predicted", predictor="covariance"
+    )
+    assert predicted.per_image.tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
 def test_two_classes_closed_form_and_the_standard_error(seed):
     """``p_i = Phi(x_i / sqrt(2 D))``. The prediction integrates a 1-D indicator with a scrambled
     Sobol net of n = 512 points per scrambling, one point in each interval of width 1/n: its error

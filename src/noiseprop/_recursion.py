@@ -1,35 +1,38 @@
 """The first-order covariance recursion (docs/THEORY.md section 3), carried in factored form.
 
-A layer's first-order noise covariance ``C`` is never formed unless it is asked for. It is held as
-three parts whose sum it is::
+A layer's first-order noise covariance ``C`` is never formed unless it is asked for (or would be
+smaller than its factors). It is held as three parts whose sum it is::
 
-    C = diag(d) + R^T R + diag(g) W diag(e) W^T diag(g)
-        (diagonal)  (rows)  (pending: a diagonal two layers back, seen through one layer)
+    C = diag(d) + sum_k diag(s_k) F_k^T diag(w_k) F_k diag(s_k) + diag(g) W diag(e) W^T diag(g)
+        (diagonal)  (shared sources)                            (pending diagonal)
 
 * ``d`` ``(b, N)``: the noise injected independently in each neuron (``D_AU``, and ``D_MU`` times
   the neuron's second moment);
-* ``R`` ``(b, r, N)``: one row per noise source shared by the neurons (correlated noise: ``sqrt(D_AC)
-  1`` and ``sqrt(D_MC) m``, each seen through every later layer);
+* the shared sources (:class:`_Shared`): ``F_k`` ``(b, r_k, N)``, one row per source of noise that the
+  neurons share (``sqrt(D_AC) 1`` and ``sqrt(D_MC) m``, and the pending diagonals of earlier layers
+  once they are seen through two layers), each seen through every later layer; its weights ``w_k``
+  ``(b, r_k)`` and neuron scales ``s_k`` ``(b, N)`` are kept apart from the rows, so that slopes and
+  ``1 + D_MC`` cost ``O(N)`` per input, not a pass over the rows;
 * the pending part: the previous layer's diagonal ``e`` seen through this layer's weights ``W``
   ``(N, N_in)`` and slopes ``g`` ``(b, N)``, held as those three factors. Its variance is
-  ``g^2 (W^2 e)``, one matrix product over the whole batch; only the next layer turns it into rows
-  ``sqrt(e) W^T diag(g) W'^T``, a product of ``N' x N x N_in`` per input.
+  ``g^2 (W^2 e)``, one matrix product over the whole batch; only the next layer turns it into the
+  rows ``W diag(g) W'^T`` (weights ``e``), a product of ``N' x N x N_in`` per input.
 
 Through a layer ``W'`` with slopes ``g'`` (injection after the activation)::
 
-    d -> pending (W', e = d)       R -> R W'^T        pending -> rows        then every part times g'
+    d -> pending (W', e = d)      F_k -> F_k diag(s_k) W'^T      pending -> rows      then g'
 
 and the injection ``inject(C, m)`` (docs/THEORY.md section 1) scales every part by ``1 + D_MC``,
-sets the new diagonal ``d = D_MU (v + m^2) + D_AU`` (``v`` the variance before injection) and appends
-the rows ``sqrt(D_AC) 1`` and ``sqrt(D_MC) m``. Every layer's variance is the sum of the parts'
-diagonals, ``d + g^2 (W^2 e) + sum_r R_r^2``: ``O(N N_in)`` per input where the full recursion spends
-``O(N N_in^2)`` on ``W C W^T``.
+sets the new diagonal ``d = D_MU (v + m^2) + D_AU`` (``v`` the variance before injection) and adds
+the sources ``sqrt(D_AC) 1`` and ``sqrt(D_MC) m``. Every layer's variance is the sum of the parts'
+diagonals, ``d + g^2 (W^2 e) + sum_k s_k^2 (w_k^T F_k^2)``: ``O(N N_in)`` per input and source row
+where the full recursion spends ``O(N N_in^2)`` on ``W C W^T``.
 
 The rows grow by one layer's width at each step; when they would outnumber the layer's neurons (the
 factors then hold more numbers than ``C`` itself), and whenever a layer's covariance is asked for,
 ``C`` is formed and the recursion goes on in full, ``C' = diag(g') inject(W' C W'^T) diag(g')``. The
 last layer then needs only ``diag(W' C W'^T)``. On a 784-100-100-10 network the full matrix is never
-formed: the only products per input are ``g2 W3`` times ``W2`` (``10 x 100 x 100``) and a few
+formed: the only products per input are ``W3 diag(g2)`` times ``W2`` (``10 x 100 x 100``) and a few
 rows through ``W2`` and ``W3``.
 """
 
