@@ -44,6 +44,7 @@ from linear (the linearised cross-covariance), and many layers of correlated noi
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -139,8 +140,10 @@ def gaussian_moments(
     return first, second, slope, *extra
 
 
+@functools.lru_cache(maxsize=8)
 def _hermite(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Nodes ``z_k`` and weights ``w_k`` with ``E g(z) ~ sum_k w_k g(z_k)`` for standard normal z."""
+    """Nodes ``z_k`` and weights ``w_k`` with ``E g(z) ~ sum_k w_k g(z_k)`` for standard normal z
+    (computed once per dtype and device: NumPy's ``hermgauss`` costs about 1 ms a call)."""
     nodes, weights = np.polynomial.hermite.hermgauss(HERMITE_NODES)
     return (
         torch.as_tensor(nodes * math.sqrt(2), dtype=dtype, device=device),
@@ -332,9 +335,10 @@ def conditional_moments(
         elif keep:
             cov_x = torch.matmul(torch.matmul(weight, cov), weight.T)
             var_x = cov_x.diagonal(dim1=-2, dim2=-1)
-        else:
-            cov_x = None
-            var_x = (torch.matmul(weight, cov) * weight).sum(-1)
+        else:  # diag(W C W^T) = colsum(C W^T * W^T), C W^T as one matrix product
+            fan_in = cov.shape[-1]
+            right = (cov.reshape(-1, fan_in) @ weight.T).view(*cov.shape[:-1], -1)
+            cov_x, var_x = None, (right * weight.T).sum(-2)
         draws_here = _Draws(
             gain=1 + math.sqrt(noise.MC) * shift[(index, "MC")] if (index, "MC") in shift else None,
             offset=math.sqrt(noise.AC) * shift[(index, "AC")] if (index, "AC") in shift else None,
@@ -356,6 +360,8 @@ def conditional_moments(
             mean, cov, var = _activate(first, second, slope, curvature, cov_x, formed)
             mean, cov, var = _inject(mean, cov, var, noise, draws_here, formed)
         diagonal = var if diagonal_here and bool(noise.AU or noise.MU) else None
+        if diagonal is not None and len(diagonal) > 1 and bool((diagonal == diagonal[:1]).all()):
+            diagonal = diagonal[:1]  # the same at every node: one matrix product, not one per node
         means.append(mean)
         covariances.append(cov if stored else None)  # None also: no uncorrelated noise yet
         variances.append(var)
