@@ -416,8 +416,7 @@ def _inject(
         Cov y = (1 + c_MC)^2 [(1 + D_MC) C + D_MC m m^T] + D_AC 11^T + diag(D_MU E[v^2] + D_AU)
 
     with ``E[v^2] = C_ii + m_i^2`` the second moment of the signal ``v`` before the noise (only one
-    of ``c_MC``, ``D_MC`` is nonzero)."""
-    given = cov
+    of ``c_MC``, ``D_MC`` is nonzero). ``cov`` is consumed: its diagonal may be overwritten."""
     # the uncorrelated kinds, per neuron; without MU the same for every node (leading dim 1)
     own = (
         noise.MU * (var + mean.square()) + noise.AU
@@ -448,9 +447,9 @@ def _inject(
         cov = cov * (1 + draws.MC) + draws.MC * centre.unsqueeze(-1) * centre.unsqueeze(-2)
     if draws.AC:
         cov = cov + draws.AC
-    if uncorrelated:  # diag(own) added in place, to a tensor of our own of the full shape
+    if uncorrelated:  # diag(own) added in place (``cov`` is the caller's to give up), full shape
         shape = torch.broadcast_shapes(cov.shape[:-1], own.shape)
-        if cov is given or cov.shape[:-1] != shape:
+        if cov.shape[:-1] != shape:
             cov = cov.expand(*shape, cov.shape[-1]).clone()
         cov.diagonal(dim1=-2, dim2=-1).add_(own)
     return mean, cov, var
