@@ -151,6 +151,7 @@ class _Shared:
         return replace(self, scale=factor if self.scale is None else self.scale * factor)
 
     def dense(self) -> Tensor:
+        """``diag(s) F^T diag(w) F diag(s)`` itself, ``(b, N, N)``."""
         rows = self.rows if self.weights is None else self.rows * self.weights.sqrt().unsqueeze(-1)
         if self.scale is not None:
             rows = rows * self.scale.unsqueeze(1)
