@@ -988,9 +988,11 @@ def _orthant(mean: Tensor, covariance: Tensor, target: Tensor, normals: Sequence
         lifted = [torch.cat([z, z.new_ones(len(z), 1)], dim=1).float() for z in normals]
         for start in range(0, len(open_), block):
             stop = min(start + block, len(open_))
-            factors = torch.cat(
-                [root[start:stop].permute(2, 1, 0), shift[start:stop].T.unsqueeze(0)]
-            ).flatten(1).float()  # (K, (K - 1) x images): column k x images + i
+            factors = (
+                torch.cat([root[start:stop].permute(2, 1, 0), shift[start:stop].T.unsqueeze(0)])
+                .flatten(1)
+                .float()
+            )  # (K, (K - 1) x images): column k x images + i
             for index, z in enumerate(lifted):
                 differences = (z @ factors).view(len(z), classes - 1, stop - start)
                 wins = differences.amin(1) > 0  # (points, images)
