@@ -1,6 +1,12 @@
-"""``propagate`` against a simulation precise enough to answer the same question.
+"""The covariance method against its roofline, and against a simulation precise enough to answer the
+same question.
 
-Two questions, because "2 % relative precision on every layer's variance" reads two ways:
+:func:`engine` times the variances of the MNIST shape (factored, no ``N x N`` matrix) at three batch
+sizes, every layer's covariance, and the matrix products that the variances truly need alone
+(:func:`needed_flops`, as single float64 GEMMs); :func:`accuracy_cost` times the first-order accuracy
+prediction of the MNIST test set and its outputs' moments.
+
+Against a simulation (:func:`mnist`, :func:`crossover`), two questions, because "2 % relative precision on every layer's variance" reads two ways:
 
 * **per layer**: the per-layer variance (average over the layer's neurons and the inputs) of every
   layer with a standard error <= 2 % of its value;
@@ -18,8 +24,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -191,10 +200,6 @@ def _peak_memory(images: int) -> float:
         "done.set(); watcher.join()\n"
         "print((max(peak[0], rss()) - before) / 2**20)\n"
     )
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parent.parent
     output = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root

@@ -229,20 +229,29 @@ def _figures(study: Study, design: Design | None) -> Iterator[tuple[str, Figure]
     matplotlib.use("Agg")
     from noiseprop.figures import STYLE
 
-    drawers: dict[str, Callable[[], Figure | None]] = {
-        name: (lambda name=name: DRAWERS[name](study.tables, study.config)) for name in DRAWERS
-    }
-    if design is not None:
-        drawers["design"] = lambda: _draw_design(design)
     with matplotlib.rc_context(STYLE):
         for name in FIGURES:
-            figure = drawers[name]() if name in drawers else None
-            if figure is not None:
-                yield name, figure
+            if name == "design":
+                if design is not None:
+                    yield name, _draw_design(design)
+            elif _has(study.tables, *TABLES.get(name, (name,))):
+                yield name, DRAWERS[name](study.tables, study.config)
 
 
 def _has(tables: dict[str, pd.DataFrame], *names: str) -> bool:
     return all(name in tables and not tables[name].empty for name in names)
+
+
+def _closed_form_handles(table: pd.DataFrame) -> list[Any]:
+    """Legend entries of a figure of simulations against the closed forms: the kinds in ``table``,
+    then the two markings."""
+    from noiseprop import figures
+
+    kinds = [kind for kind in figures.KIND_COLOURS if kind in set(table["kind"])]
+    return figures.kind_handles(kinds) + [
+        figures.simulation_handle(),
+        figures.prediction_handle("closed form (docs/THEORY.md §2)"),
+    ]
 
 
 def _figure(width: float, height: float, rows: int = 1, columns: int = 1, **shared: Any) -> Any:
@@ -277,34 +286,25 @@ def _draw_per_kind(draw: Callable[[str, Axes], object], kinds: Iterable[str], **
     return figure
 
 
-def _draw_layers(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_layers(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Three panels (linear slope 1, linear slope 0.8, sigmoid), variance per layer per kind."""
     from noiseprop import figures
     from noiseprop.study import LAYER_ACTIVATIONS
 
-    if not _has(tables, "layers"):
-        return None
     table = tables["layers"]
     figure, axes = _figure(7.2, 3.5, 1, 3, sharey=True)
     for ax, activation in zip(axes.flat, LAYER_ACTIVATIONS):
         figures.plot_layers(table, activation, ax)
     _inner_labels_off(axes)
-    kinds = [kind for kind in figures.KIND_COLOURS if kind in set(table["kind"])]
-    handles = figures.kind_handles(kinds) + [
-        figures.simulation_handle(),
-        figures.prediction_handle("closed form (docs/THEORY.md §2)"),
-    ]
-    _legend_below(figure, handles, 3)
+    _legend_below(figure, _closed_form_handles(table), 3)
     return figure
 
 
-def _draw_accumulation(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_accumulation(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Variance against depth for the accumulation slopes, with the predicted limits."""
     from noiseprop import figures
     from noiseprop.study import _linear
 
-    if not _has(tables, "slopes"):
-        return None
     slopes = tables["slopes"]
     chosen = slopes[slopes["activation"].isin([_linear(s) for s in config.accumulation_slopes])]
     figure, axes = _figure(5.2, 4.0)
@@ -318,12 +318,10 @@ def _draw_accumulation(tables: dict[str, pd.DataFrame], config: StudyConfig) -> 
     return figure
 
 
-def _draw_slopes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_slopes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """The deep/first ratio against the slope at the operating point."""
     from noiseprop import figures
 
-    if not _has(tables, "slopes"):
-        return None
     figure, axes = _figure(5.2, 4.2)
     ax = axes[0, 0]
     figures.plot_slope_criterion(tables["slopes"], ax)
@@ -331,30 +329,21 @@ def _draw_slopes(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure
     return figure
 
 
-def _draw_width(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_width(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """The variance of the layer average against width, AU and AC."""
     from noiseprop import figures
 
-    if not _has(tables, "width"):
-        return None
     figure, axes = _figure(5.2, 4.0)
     figures.plot_width(tables["width"], axes[0, 0])
-    kinds = [kind for kind in figures.KIND_COLOURS if kind in set(tables["width"]["kind"])]
-    handles = figures.kind_handles(kinds) + [
-        figures.simulation_handle(),
-        figures.prediction_handle("closed form (docs/THEORY.md §2)"),
-    ]
-    _legend_below(figure, handles, 2)
+    _legend_below(figure, _closed_form_handles(tables["width"]), 2)
     return figure
 
 
-def _draw_trained(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_trained(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Per-layer noise of the trained network, one panel per kind."""
     from noiseprop import figures
     from noiseprop.noise import KINDS
 
-    if not _has(tables, "trained"):
-        return None
     table = tables["trained"]
     figure = _draw_per_kind(lambda kind, ax: figures.plot_trained(table, kind, ax), KINDS, sharex=True)
     handles = [
@@ -366,14 +355,12 @@ def _draw_trained(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figur
     return figure
 
 
-def _draw_beyond(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_beyond(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """The largest relative error of first order and moments against intensity, per kind."""
     from noiseprop import figures
     from noiseprop.noise import KINDS
     from noiseprop.study import BREAK, SIGMAS, beyond_errors
 
-    if not _has(tables, "beyond"):
-        return None
     errors = beyond_errors(tables["beyond"])
     figure = _draw_per_kind(
         lambda kind, ax: figures.plot_beyond(errors, kind, ax, threshold=BREAK), KINDS,
@@ -393,14 +380,12 @@ def _draw_beyond(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure
     return figure
 
 
-def _draw_accuracy(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_accuracy(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Accuracy against intensity, one panel per kind: simulation and both predictions."""
     from noiseprop import figures
     from noiseprop.curves import plot_accuracy_curve
     from noiseprop.noise import KINDS
 
-    if not _has(tables, "accuracy"):
-        return None
     table = tables["accuracy"]
 
     def draw(kind: str, ax: Axes) -> None:
@@ -420,12 +405,10 @@ def _draw_accuracy(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figu
     return figure
 
 
-def _draw_mitigation(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_mitigation(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Accuracy and output SNR of the mitigation variants, simulated and predicted."""
     from noiseprop import figures
 
-    if not _has(tables, "mitigation"):
-        return None
     table = tables["mitigation"]
     figure, axes = _figure(7.2, 3.6, 1, 2)
     figures.plot_mitigation(table, axes[0, 0])
@@ -445,14 +428,12 @@ def _draw_mitigation(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Fi
     return figure
 
 
-def _draw_injection(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_injection(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Accuracy loss with the noise before or after the activation, per kind and hidden layer."""
     from noiseprop import figures
     from noiseprop.noise import KINDS
     from noiseprop.study import injection_losses
 
-    if not _has(tables, "injection"):
-        return None
     losses = injection_losses(tables["injection"])
     kinds = [kind for kind in KINDS if kind in set(losses["kind"])]
     figure = _draw_per_kind(lambda kind, ax: figures.plot_injection(losses, kind, ax), kinds,
@@ -465,12 +446,10 @@ def _draw_injection(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Fig
     return figure
 
 
-def _draw_aware(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_aware(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Accuracy under each kind of noise of the network trained with it and of the control."""
     from noiseprop import figures
 
-    if not _has(tables, "aware"):
-        return None
     figure, axes = _figure(6.0, 4.2)
     figures.plot_aware(tables["aware"], axes[0, 0])
     kinds = [kind for kind in figures.KIND_COLOURS if kind in set(tables["aware"]["kind"])]
@@ -498,13 +477,11 @@ def _draw_design(design: Design) -> Figure:
     return figure
 
 
-def _draw_cnn(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_cnn(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Accuracy of the CNN, its mean-pooling twin and the MLP against intensity, per kind."""
     from noiseprop import figures
     from noiseprop.noise import KINDS
 
-    if not _has(tables, "cnn", "mlp"):
-        return None
     figure = _draw_per_kind(
         lambda kind, ax: figures.plot_cnn_mlp(tables["cnn"], tables["mlp"], kind, ax), KINDS,
         sharex=True, sharey=True,
@@ -518,13 +495,11 @@ def _draw_cnn(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | 
     return figure
 
 
-def _draw_pooling(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_pooling(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """Mean accuracy loss with the noise before or after the first pooling."""
     from noiseprop import figures
     from noiseprop.study import pooling_losses
 
-    if not _has(tables, "pooling", "cnn"):
-        return None
     losses = pooling_losses(tables["pooling"], tables["cnn"])
     figure, axes = _figure(6.4, 4.0)
     figures.plot_pooling(losses, axes[0, 0])
@@ -535,14 +510,12 @@ def _draw_pooling(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figur
     return figure
 
 
-def _draw_convolution(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure | None:
+def _draw_convolution(tables: dict[str, pd.DataFrame], config: StudyConfig) -> Figure:
     """The mean-field rule over simulation after conv2 and fc."""
     from matplotlib.patches import Patch
 
     from noiseprop import figures
 
-    if not _has(tables, "convolution"):
-        return None
     table = tables["convolution"]
     figure, axes = _figure(5.2, 4.0)
     figures.plot_convolution(table, axes[0, 0])
@@ -556,7 +529,7 @@ def _draw_convolution(tables: dict[str, pd.DataFrame], config: StudyConfig) -> F
     return figure
 
 
-DRAWERS: dict[str, Callable[[dict[str, pd.DataFrame], StudyConfig], Figure | None]] = {
+DRAWERS: dict[str, Callable[[dict[str, pd.DataFrame], StudyConfig], Figure]] = {
     "layers": _draw_layers,
     "accumulation": _draw_accumulation,
     "slopes": _draw_slopes,
@@ -571,7 +544,8 @@ DRAWERS: dict[str, Callable[[dict[str, pd.DataFrame], StudyConfig], Figure | Non
     "pooling": _draw_pooling,
     "convolution": _draw_convolution,
 }
-"""Figure name -> the function that draws it from the tables (``None`` when they are missing)."""
+"""Figure name -> the function that draws it from the tables; :func:`_figures` calls it only where
+the tables it is drawn from (:data:`TABLES`) are there and not empty."""
 
 
 def design_finding(design: Design) -> str:
